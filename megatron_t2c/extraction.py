@@ -155,7 +155,7 @@ def _docstring(node: Node, text: str, chars: _CharOffsets) -> tuple[str | None, 
         return None, None  # bytes and f-strings are not docstrings
     start, end = chars(first.start_byte), chars(first.end_byte)
     source = text[start:end]
-    docstring = inspect.cleandoc(_literal_value(source, first))
+    docstring = inspect.cleandoc(_literal_value(source, first)) or None  # an empty one says nothing
     if len(statements) == 1:
         return docstring, (start, end, "pass")
     # other statements follow: drop the literal, a ';' after it, and its line when nothing else is on it
