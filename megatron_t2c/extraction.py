@@ -23,7 +23,7 @@ import inspect
 import json
 import re
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import tree_sitter_python
 from tree_sitter import Language, Node, Parser, Query, QueryCursor
@@ -57,7 +57,9 @@ class Record:
     normalised: str  # the code with [new_line] [indent] [dedent] (megatron_t2c.normalise)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), ensure_ascii=False)
+        return json.dumps({"id": self.id, "path": self.path, "kind": self.kind, "name": self.name,
+                           "signature": self.signature, "docstring": self.docstring, "code": self.code,
+                           "normalised": self.normalised}, ensure_ascii=False)
 
 
 def _parser() -> Parser:

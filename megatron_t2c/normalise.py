@@ -100,7 +100,8 @@ def logical_lines(source: str, multiline_strings: list[tuple[int, int]] | None =
         cursor = m.end()
         if tok > start:
             gap = source[start:tok]
-            depth += _bracket_delta(gap)
+            depth += (gap.count("(") + gap.count("[") + gap.count("{")
+                      - gap.count(")") - gap.count("]") - gap.count("}"))
             stripped = gap.rstrip()
             if stripped:
                 if first < 0:
