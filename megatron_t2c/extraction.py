@@ -11,7 +11,8 @@ included) and every ``class`` with tree-sitter, and turns each into a :class:`Re
 
 All removals are applied to the whole file at once, and the cleaned file must parse with Python's own
 parser: that is both the ``not_python3`` filter and the proof that every record is valid Python (each
-record is a complete statement cut out of a valid module and dedented).
+record is a complete statement cut out of a valid module and dedented).  "Python 3" here means what
+this interpreter's compiler front end accepts (parser and scope analysis, via ``symtable``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import hashlib
 import inspect
 import json
 import re
+import symtable
 import warnings
 from dataclasses import dataclass
 
@@ -39,7 +41,16 @@ CLEANING_FAILED = "cleaning_failed"
 FUNCTION, METHOD, CLASS = "function", "method", "class"
 
 _LANGUAGE = Language(tree_sitter_python.language())
-_QUERY = Query(_LANGUAGE, "(function_definition) @def (class_definition) @def (comment) @comment")
+# Everything extraction needs from a tree in one C-side pass (no walking up with Node.parent, which
+# tree-sitter answers by walking down from the root).
+_QUERY = Query(_LANGUAGE, """
+(function_definition) @def
+(class_definition) @def
+(comment) @comment
+(decorated_definition) @decorated
+(class_definition body: (block [(function_definition) @method
+                                (decorated_definition definition: (function_definition) @method)]))
+""")
 _PARSER: Parser | None = None
 
 
@@ -139,18 +150,22 @@ def _comment_edit(text: str, start: int, end: int) -> tuple[int, int, str]:
     return start - lead, end, ""
 
 
+def _next_statement(node: Node | None) -> Node | None:
+    """``node`` or the first named sibling after it that is not a comment."""
+    while node is not None and node.type == "comment":
+        node = node.next_named_sibling
+    return node
+
+
 def _docstring(node: Node, text: str, chars: _CharOffsets) -> tuple[str | None, tuple[int, int, str] | None]:
     """The definition's docstring and the edit that removes it from the code."""
     body = node.child_by_field_name("body")
     if body is None:
         return None, None
-    statements = [c for c in body.named_children if c.type != "comment"]
-    if not statements:
+    first = _next_statement(body.named_child(0))
+    if first is None or first.type != "expression_statement" or first.named_child_count != 1:
         return None, None
-    first = statements[0]
-    if first.type != "expression_statement" or first.named_child_count != 1:
-        return None, None
-    literal = first.named_children[0]
+    literal = first.named_child(0)
     if literal.type not in ("string", "concatenated_string"):
         return None, None
     if not _is_text_literal(literal, text, chars):
@@ -158,7 +173,7 @@ def _docstring(node: Node, text: str, chars: _CharOffsets) -> tuple[str | None, 
     start, end = chars(first.start_byte), chars(first.end_byte)
     source = text[start:end]
     docstring = inspect.cleandoc(_literal_value(source, first)) or None  # an empty one says nothing
-    if len(statements) == 1:
+    if _next_statement(first.next_named_sibling) is None:  # the docstring was the whole body
         return docstring, (start, end, "pass")
     # other statements follow: drop the literal, a ';' after it, and its line when nothing else is on it
     nxt = first.next_sibling
@@ -202,27 +217,12 @@ def _literal_value(source: str, node: Node) -> str:
         raise Rejected(NOT_PYTHON3, f"invalid string literal at line {node.start_point[0] + 1}") from None
 
 
-def _kind(node: Node) -> str:
-    if node.type == "class_definition":
-        return CLASS
-    parent = node.parent
-    if parent is not None and parent.type == "decorated_definition":
-        parent = parent.parent
-    if parent is not None and parent.type == "block" and parent.parent is not None \
-            and parent.parent.type == "class_definition":
-        return METHOD
-    return FUNCTION
-
-
 def _header_end(node: Node) -> int:
-    """Byte offset just past the colon that ends a definition's header."""
-    end = node.end_byte
-    for child in node.children:
-        if child.type == ":":
-            end = child.end_byte
-        elif child.type == "block":
-            break
-    return end
+    """Byte offset just past the colon that ends a definition's header (comments may follow it)."""
+    colon = node.child_by_field_name("body").prev_sibling
+    while colon.type != ":":
+        colon = colon.prev_sibling
+    return colon.end_byte
 
 
 def _dedent(source: str, lo: int, hi: int, prefix: str, strings: list[tuple[int, int]],
@@ -252,26 +252,27 @@ def _dedent(source: str, lo: int, hi: int, prefix: str, strings: list[tuple[int,
 
 
 def _check_parses(cleaned: str, text: str) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            ast.parse(cleaned)
-            return
-        except (SyntaxError, ValueError):
-            pass
-        try:
-            ast.parse(text)
-        except (SyntaxError, ValueError) as exc:
-            raise Rejected(NOT_PYTHON3, str(exc).split("\n")[0]) from None
-    raise Rejected(CLEANING_FAILED, "the file parses but not once comments and docstrings are removed")
+    """The cleaned file must compile; when it does not, the original decides between the two reasons."""
+    try:
+        check_python3(cleaned)
+        return
+    except Rejected:
+        pass
+    check_python3(text)
+    raise Rejected(CLEANING_FAILED, "the file compiles but not once comments and docstrings are removed")
 
 
 def check_python3(text: str) -> None:
-    """Raise ``Rejected(not_python3)`` unless ``text`` parses as Python 3 (this interpreter's grammar)."""
+    """Raise ``Rejected(not_python3)`` unless this interpreter's compiler front end accepts ``text``.
+
+    ``symtable`` runs CPython's parser and its scope analysis without building Python AST objects or
+    bytecode: the cheapest complete check.  It also rejects what only the compiler rejects, such as a
+    misplaced ``from __future__`` import or an unknown future feature.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ast.parse(text)
+            symtable.symtable(text, "<source>", "exec")
         except (SyntaxError, ValueError) as exc:
             raise Rejected(NOT_PYTHON3, str(exc).split("\n")[0]) from None
 
@@ -290,7 +291,7 @@ def extract_records(text: str, path: str) -> list[Record]:
     tree = _parser().parse(text.encode("utf-8"))
     if tree.root_node.has_error:
         check_python3(text)
-        raise Rejected(TREE_SITTER_ERROR, "tree-sitter reports a syntax error in a file Python parses")
+        raise Rejected(TREE_SITTER_ERROR, "tree-sitter reports a syntax error in a file Python compiles")
     chars = _CharOffsets(text)
     captures = QueryCursor(_QUERY).captures(tree.root_node)
     definitions = sorted(captures.get("def", []), key=lambda n: n.start_byte)
@@ -301,6 +302,8 @@ def extract_records(text: str, path: str) -> list[Record]:
         docstrings[node.id] = docstring
         if edit is not None:
             edits.append(edit)
+    methods = {n.id for n in captures.get("method", [])}
+    decorated = {n.child_by_field_name("definition").id: n.start_byte for n in captures.get("decorated", [])}
     edited = _Edits(edits)
     cleaned = edited.apply(text)
     _check_parses(cleaned, text)
@@ -309,7 +312,12 @@ def extract_records(text: str, path: str) -> list[Record]:
     strings: list[tuple[int, int]] = []
     lines = logical_lines(cleaned, strings)
     layout = _Layout(cleaned, lines, strings)
-    return [_record(node, docstrings[node.id], path, text, layout, chars, edited) for node in definitions]
+    records = []
+    for node in definitions:
+        kind = CLASS if node.type == "class_definition" else METHOD if node.id in methods else FUNCTION
+        start = decorated.get(node.id, node.start_byte)
+        records.append(_record(node, kind, start, docstrings[node.id], path, text, layout, chars, edited))
+    return records
 
 
 @dataclass
@@ -325,11 +333,11 @@ class _Layout:
         self.string_starts = [start for start, _ in self.strings]
 
 
-def _record(node: Node, docstring: str | None, path: str, text: str, layout: _Layout,
-            chars: _CharOffsets, edited: _Edits) -> Record:
+def _record(node: Node, kind: str, start_byte: int, docstring: str | None, path: str, text: str,
+            layout: _Layout, chars: _CharOffsets, edited: _Edits) -> Record:
+    """One record; ``start_byte`` is where the definition starts, its decorators included."""
     cleaned, lines, starts = layout.cleaned, layout.lines, layout.starts
-    outer = node.parent if node.parent is not None and node.parent.type == "decorated_definition" else node
-    begin = edited.map(chars(outer.start_byte))
+    begin = edited.map(chars(start_byte))
     end = edited.map(chars(node.end_byte))
     first = bisect.bisect_left(starts, begin)
     last = bisect.bisect_left(starts, end) - 1
@@ -347,5 +355,5 @@ def _record(node: Node, docstring: str | None, path: str, text: str, layout: _La
     normalised = render(span)
     name_node = node.child_by_field_name("name")
     name = text[chars(name_node.start_byte):chars(name_node.end_byte)] if name_node is not None else ""
-    return Record(id=content_id(normalised), path=path, kind=_kind(node), name=name, signature=signature,
+    return Record(id=content_id(normalised), path=path, kind=kind, name=name, signature=signature,
                   docstring=docstring, code=code, normalised=normalised)

@@ -13,7 +13,7 @@ reason               the file
 ``undecodable``      cannot be decoded with the encoding PEP 263 declares (UTF-8 by default)
 ``long_line``        has a line longer than 1,000 characters
 ``long_average_line`` has an average line length above 100 characters
-``not_python3``      does not parse as Python 3 (checked by :mod:`megatron_t2c.extraction`)
+``not_python3``      is not accepted by Python 3's compiler front end (:mod:`megatron_t2c.extraction`)
 ==================== ===========================================================================
 """
 
