@@ -56,6 +56,7 @@ class FileResult:
     reason: str | None = None
     detail: str = ""
     records: list[tuple[str, str, bool, str]] = field(default_factory=list)  # id, json, has docstring, kind
+    rejected_records: list[str] = field(default_factory=list)  # definitions left out, with why
 
 
 def process_file(item: InputFile) -> FileResult:
@@ -66,7 +67,7 @@ def process_file(item: InputFile) -> FileResult:
         result.md5 = source_files.content_hash(data)
         text = source_files.decode(data)
         source_files.check_lines(text)
-        records = extract_records(text, item.name)
+        records = extract_records(text, item.name, result.rejected_records)
     except Rejected as exc:
         result.reason, result.detail = exc.reason, exc.detail
         return result
@@ -99,6 +100,7 @@ class _Tally:
         self.rejected = collections.Counter({reason: 0 for reason in ALL_REASONS})
         self.kinds: collections.Counter = collections.Counter()
         self.files_kept = self.records = self.text_code = self.duplicates = 0
+        self.rejected_records: list[str] = []
         self.file_hashes: set[str] = set()
         self.record_ids: set[str] = set()
 
@@ -114,6 +116,7 @@ class _Tally:
                 rejected_out.write(f"{result.name}\t{result.reason}\t{detail}\n")
             return
         self.files_kept += 1
+        self.rejected_records.extend(result.rejected_records)
         for rid, line, has_doc, kind in result.records:
             if rid in self.record_ids:
                 self.duplicates += 1
@@ -152,6 +155,8 @@ def extract_corpus(config: ExtractConfig) -> dict:
         "text_code": tally.text_code,
         "code_only": tally.records - tally.text_code,
         "duplicates_dropped": tally.duplicates,
+        "records_rejected": len(tally.rejected_records),
+        "records_rejected_examples": tally.rejected_records[:20],
         "kinds": dict(sorted(tally.kinds.items())),
         "workers": config.workers,
         "seconds": round(seconds, 3),
@@ -169,6 +174,6 @@ def format_report(report: dict) -> str:
     rejected = ", ".join(f"{k} {v}" for k, v in report["rejected"].items() if v) or "none"
     return (f"files: {report['files_seen']} seen, {report['files_kept']} kept; rejected: {rejected}\n"
             f"records: {report['records']} ({report['text_code']} text-code, {report['code_only']} code-only; "
-            f"{report['duplicates_dropped']} duplicates dropped)\n"
+            f"{report['duplicates_dropped']} duplicates dropped, {report['records_rejected']} left out)\n"
             f"time: {report['seconds']:.1f} s, {report['files_per_s']} files/s, "
             f"{report['functions_per_s']} functions/s with {report['workers']} worker(s)")

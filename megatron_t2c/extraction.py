@@ -282,11 +282,12 @@ def content_id(normalised: str) -> str:
     return hashlib.sha256(normalised.encode("utf-8")).hexdigest()[:16]
 
 
-def extract_records(text: str, path: str) -> list[Record]:
+def extract_records(text: str, path: str, rejected: list[str] | None = None) -> list[Record]:
     """All definitions in one decoded file (``\\n`` line endings), in source order.
 
     Raises :class:`~megatron_t2c.source_files.Rejected` when the file is not Python 3 (or tree-sitter
-    cannot parse a file that Python can).
+    cannot parse a file that Python can).  A single definition that cannot be cut out cleanly is left
+    out and described in ``rejected`` (when given) instead of failing the file.
     """
     tree = _parser().parse(text.encode("utf-8"))
     if tree.root_node.has_error:
@@ -316,7 +317,12 @@ def extract_records(text: str, path: str) -> list[Record]:
     for node in definitions:
         kind = CLASS if node.type == "class_definition" else METHOD if node.id in methods else FUNCTION
         start = decorated.get(node.id, node.start_byte)
-        records.append(_record(node, kind, start, docstrings[node.id], path, text, layout, chars, edited))
+        try:
+            records.append(_record(node, kind, start, docstrings[node.id], path, text, layout, chars, edited))
+        except ValueError as exc:
+            if rejected is None:
+                raise
+            rejected.append(f"{path}:{node.start_point[0] + 1}: {exc}")
     return records
 
 
@@ -342,7 +348,7 @@ def _record(node: Node, kind: str, start_byte: int, docstring: str | None, path:
     first = bisect.bisect_left(starts, begin)
     last = bisect.bisect_left(starts, end) - 1
     if first >= len(lines) or lines[first].start != begin or last < first:
-        raise AssertionError(f"{path}: no logical line starts the definition at line {node.start_point[0] + 1}")
+        raise ValueError("no logical line starts the definition")
     span = lines[first:last + 1]
     head = span[0]
     prefix = cleaned[head.line_start:head.start]

@@ -128,7 +128,7 @@ def test_every_file_is_kept_or_rejected_with_its_reason(tree, tmp_path):
                      "py2.py": "not_python3", "long_line.py": "long_line",
                      "long_average.py": "long_average_line", "big.py": "too_large"}
     # same_function.py repeats outer() and inner() of good.py: both dropped once, as duplicates
-    assert report["duplicates_dropped"] == 2
+    assert report["duplicates_dropped"] == 2 and report["records_rejected"] == 0
     assert report["records"] == len(records) == len({r["id"] for r in records})
     assert report["text_code"] == sum(r["docstring"] is not None for r in records)
     assert report["code_only"] == report["records"] - report["text_code"]
@@ -249,6 +249,7 @@ def test_standard_library_is_fully_accounted_for():
     assert report["files_seen"] > 1500
     assert report["files_seen"] == report["files_kept"] + sum(report["rejected"].values())
     assert report["rejected"]["cleaning_failed"] == 0 and report["rejected"]["internal_error"] == 0
+    assert report["records_rejected"] == 0
     assert report["records"] == len(records) > 50_000
     assert report["text_code"] > 8_000
     rejected = (out / "rejected.tsv").read_text().splitlines()
