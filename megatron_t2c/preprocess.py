@@ -43,6 +43,7 @@ from typing import IO, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from .atomic import write_json
 from .cli import option
 from .formats import FORMATS, INCLUDE, format_code
 from .normalise import normalise
@@ -363,7 +364,7 @@ def preprocess(config: PreprocessConfig, log: IO[str] | None = sys.stderr) -> di
         run_seconds = time.perf_counter() - run_start
     summary = _summary(config, vocab_size, dtype, totals, skipped, report, setup_seconds, run_seconds)
     if config.summary:
-        _write_json_atomic(config.summary, summary)
+        write_json(config.summary, summary)
     return summary
 
 
@@ -475,17 +476,6 @@ def _summary(config: PreprocessConfig, vocab_size: int, dtype, totals: Totals, s
         "docs_per_s": round(totals.documents / run_seconds, 1) if run_seconds else None,
         "tokens_per_s": round(totals.tokens / run_seconds, 1) if run_seconds else None,
     }
-
-
-def _write_json_atomic(path: str, data: dict) -> None:
-    out = _Outputs([path])
-    try:
-        with open(out.temps[0], "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-        out.commit()
-    finally:
-        out.discard()
 
 
 def format_summary(summary: dict) -> str:

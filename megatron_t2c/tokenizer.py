@@ -51,6 +51,7 @@ import numpy as np
 import sentencepiece as spm
 
 from . import special_tokens as st
+from .atomic import atomic_open
 from .cli import option
 from .formats import FORMATS, Segment, format_code, has_docstring, record_code, sample_text
 from .records import BadLine, LineReport, iter_line_blocks, parse_record, split_lines
@@ -254,8 +255,10 @@ def train_tokenizer(input_path: str | os.PathLike, output_prefix: str | os.PathL
     processor = spm.SentencePieceProcessor(model_proto=model)
     check_special_ids(processor)
     prefix = str(output_prefix)
-    _write_atomic(prefix + ".model", model)
-    _write_atomic(prefix + ".vocab", vocab_text(processor).encode("utf-8"))
+    with atomic_open(prefix + ".model", "wb") as fh:
+        fh.write(model)
+    with atomic_open(prefix + ".vocab", "wb") as fh:
+        fh.write(vocab_text(processor).encode("utf-8"))
     return TrainSummary(
         model=prefix + ".model", vocab=prefix + ".vocab", vocab_size=processor.get_piece_size(),
         model_type=options.model_type, format=fmt, seed=options.seed, lines=stats.lines, records=stats.records,
@@ -297,19 +300,6 @@ def vocab_text(processor: spm.SentencePieceProcessor) -> str:
         escaped = piece.encode("unicode_escape").decode("ascii") if _NEEDS_ESCAPE.search(piece) else piece
         lines.append(f"{escaped}\t{processor.get_score(i):g}")
     return "\n".join(lines) + "\n"
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it into place."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ---------------------------------------------------------------------------------------- tokenizer

@@ -6,10 +6,10 @@ A thin command line over :func:`megatron_t2c.tokenizer.train_tokenizer`.
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 
+from megatron_t2c.atomic import write_json
 from megatron_t2c.cli import option, parse_configs
 from megatron_t2c.formats import FORMATS
 from megatron_t2c.records import LineReport
@@ -48,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(format_summary(summary.as_dict()))
     if job.summary:
-        with open(job.summary, "w", encoding="utf-8") as fh:
-            json.dump(summary.as_dict(), fh, indent=2)
-            fh.write("\n")
+        write_json(job.summary, summary.as_dict())
     return 0
 
 
