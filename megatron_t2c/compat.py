@@ -300,6 +300,9 @@ PATCHES: list[tuple[str, str, Callable[[Callable], Callable], str]] = [
     ("megatron.core.models.common.language_module.language_module",
      "LanguageModule.setup_embeddings_and_output_layer", _run_on_cpu,
      "with PP > 1 the tied embedding copy is moved with .cuda() before its all-reduce"),
+    ("megatron.core.tensor_parallel.mappings", "_gather_along_last_dim", _run_on_cpu,
+     "gather_from_tensor_model_parallel_region (vocab-parallel logits) allocates its output on "
+     "torch.cuda.current_device()"),
     # --- pipeline schedules (p2p buffers run inside them) -----------------------------------------
     ("megatron.core.pipeline_parallel.schedules", "forward_backward_no_pipelining", _run_on_cpu,
      "total_num_tokens is created with device='cuda'"),
