@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         ("preprocess, 1 worker", f"{pre_1['seconds']:.2f} s", f"{pre_1['tokens_per_s']:,.0f} tokens/s", ""),
         (f"preprocess, {w} workers", f"{pre_n['seconds']:.2f} s", f"{pre_n['tokens_per_s']:,.0f} tokens/s", ""),
     ]
-    print(f"\n| stage | time | rate | |\n|---|---:|---:|---:|")
+    print("\n| stage | time | rate | |\n|---|---:|---:|---:|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     e = figures["extraction"]["ratio_anchor_time_over_extraction_time"]

@@ -1,7 +1,6 @@
 """Whitespace normalisation: the tokenizer's structure, the exact inverse, and the whole standard library."""
 
 import ast
-import io
 import random
 import tokenize
 import warnings

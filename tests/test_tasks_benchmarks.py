@@ -8,7 +8,7 @@ import pytest
 
 from megatron_t2c.incremental import function_lines
 from megatron_t2c.normalise import denormalise, normalise
-from megatron_t2c.special_tokens import DEDENT, DESCR, PYTHON, SOS
+from megatron_t2c.special_tokens import DESCR, PYTHON, SOS
 from tasks.humaneval import NUM_PROBLEMS, load_humaneval
 from tasks.mbpp import DEFAULT_PATH, load_mbpp
 
