@@ -18,9 +18,11 @@ _POSITIONAL = "positional"
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, positional: bool = False,
            choices: Sequence[Any] | None = None, metavar: str | None = None,
-           default_factory: Any = dataclasses.MISSING) -> Any:
-    """Declare a config field with its help text (and optionally choices or a positional form)."""
-    metadata = {"help": help, _POSITIONAL: positional, "choices": choices, "metavar": metavar}
+           default_factory: Any = dataclasses.MISSING, aliases: Sequence[str] = ()) -> Any:
+    """Declare a config field with its help text (and optionally choices, a positional form, or extra
+    flag names such as ``aliases=("--model",)``)."""
+    metadata = {"help": help, _POSITIONAL: positional, "choices": choices, "metavar": metavar,
+                "aliases": tuple(aliases)}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -70,8 +72,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
             if default is not None and kwargs.get("help"):
                 kwargs["help"] += " (default: %(default)s)"
-            group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=default,
-                               required=required, **kwargs)
+            flags = ("--" + f.name.replace("_", "-"), *meta.get("aliases", ()))
+            group.add_argument(*flags, dest=f.name, default=default, required=required, **kwargs)
 
 
 def _load_yaml(path: str, config_classes: Sequence[type]) -> dict[str, Any]:
@@ -82,7 +84,9 @@ def _load_yaml(path: str, config_classes: Sequence[type]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise SystemExit(f"error: --config {path}: expected a mapping of option names to values")
     known = {f.name for cls in config_classes for f in dataclasses.fields(cls)}
-    values = {str(k).replace("-", "_"): v for k, v in data.items()}
+    aliases = {alias.lstrip("-").replace("-", "_"): f.name for cls in config_classes
+               for f in dataclasses.fields(cls) for alias in f.metadata.get("aliases", ())}
+    values = {aliases.get(k, k): v for k, v in ((str(k).replace("-", "_"), v) for k, v in data.items())}
     unknown = sorted(set(values) - known)
     if unknown:
         raise SystemExit(f"error: --config {path}: unknown options {', '.join(unknown)}")

@@ -320,6 +320,12 @@ PATCHES: list[tuple[str, str, Callable[[Callable], Callable], str]] = [
      "found_inf / overflow buffer / unit scale are device='cuda' tensors (distributed optimizer too)"),
     ("megatron.core.optimizer.distrib_optimizer", "DistributedOptimizer._build_model_and_main_param_groups",
      _run_on_cpu, "fp32 params are recognised only by type() == 'torch.cuda.FloatTensor'"),
+    ("megatron.core.optimizer.distrib_optimizer", "DistributedOptimizer.get_parameter_state_dp_zero",
+     _run_on_cpu, "the fully reshardable checkpoint format gathers optimizer state through "
+     "torch.cuda.current_device() buffers"),
+    ("megatron.core.optimizer.distrib_optimizer",
+     "DistributedOptimizer.load_parameter_state_from_fully_reshardable", _run_on_cpu,
+     "...and scatters it back on load the same way"),
     ("megatron.core.optimizer.clip_grads", "get_grad_norm_fp32", _run_on_cpu,
      "norm buffers are device='cuda' (also in the local multi_tensor_l2norm fallback)"),
     ("megatron.core.optimizer.clip_grads", "clip_grad_by_total_norm_fp32", _run_on_cpu,

@@ -78,7 +78,8 @@ PRESETS: dict[str, Preset] = {
 class ModelConfig:
     """Model architecture: a preset from the paper plus overrides."""
 
-    preset: str = option("pangu-100m", "architecture preset (paper Table 5)", choices=tuple(PRESETS))
+    preset: str = option("pangu-100m", "architecture preset (paper Table 5)", choices=tuple(PRESETS),
+                         aliases=("--model",))
     num_layers: Optional[int] = option(None, "transformer layers (default: the preset's)")
     hidden_size: Optional[int] = option(None, "hidden size (default: the preset's)")
     num_attention_heads: Optional[int] = option(None, "attention heads (default: the preset's)")
@@ -93,6 +94,8 @@ class ModelConfig:
                              "Python grammar tokens), full (FES: every non-special token), auto (the tokens "
                              "used most differently in docstrings and code; see megatron_t2c.separation)",
                              choices=SEPARATION_MODES)
+    separation_k: int = option(1000, "with --separation auto: how many tokens get a code row (counted on the "
+                               "training data)")
     hidden_dropout: float = option(0.1, "dropout after attention and MLP")
     attention_dropout: float = option(0.1, "dropout on attention probabilities (0 for flex)")
     init_method_std: float = option(0.02, "standard deviation of the weight initialisation")
