@@ -243,7 +243,8 @@ class Trainer:
                               precision=t.precision, objective=t.objective,
                               memory_gib=(torch.cuda.max_memory_allocated() / 2 ** 30
                                           if torch.cuda.is_available() and not run.parallel.cpu else None),
-                              last=self.iteration == self.train_iters)
+                              last=self.iteration == self.train_iters, time=time.time(),
+                              process_time=time.process_time())
                 logger.step(record)
                 losses.append(figures["loss"])
                 if t.eval_interval and t.eval_iters and self.iteration % t.eval_interval == 0:

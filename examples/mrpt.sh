@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# MRPT: modality-relative continuation of a MAPT model (paper §2.2) with one objective and one separation.
+#
+#   bash examples/mrpt.sh OBJECTIVE SEPARATION [MODEL]
+#     OBJECTIVE:  text-code | code | corrupt-code | prefix-code
+#     SEPARATION: none | partial (PES) | full (FES) | auto
+#     MODEL:      pangu-100m (default, pangu format), pangu-350m, pycodegpt-100m (pycodegpt format)
+#
+# Inputs:  $DATA_DIR/<format>_text_code.{bin,idx} (docstring-code pairs), $TOKENIZER, and the MAPT checkpoint
+#          $MAPT_CKPT (default $RUNS/mapt_<MODEL>/checkpoints, from examples/mapt.sh).
+# Outputs: $RUNS/mrpt_<MODEL>_<OBJECTIVE>_<SEPARATION>/ -- checkpoints/, log.jsonl, tensorboard/.
+# The first launch starts from the MAPT weights (code rows copied from them, a new optimiser and schedule);
+# a re-launch resumes this run. Environment: see examples/common.sh, plus EPOCHS (5), GLOBAL_BATCH (64),
+# MICRO_BATCH (16; 8 for pangu-350m), TP (1), PP (1), SAVE_INTERVAL (500).
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+OBJECTIVE="${1:?usage: mrpt.sh OBJECTIVE SEPARATION [MODEL]}"
+SEPARATION="${2:?usage: mrpt.sh OBJECTIVE SEPARATION [MODEL]}"
+MODEL="${3:-pangu-100m}"
+FORMAT="$(format_of "$MODEL")"
+MAPT_CKPT="${MAPT_CKPT:-$RUNS/mapt_$MODEL/checkpoints}"
+case "$MODEL" in pangu-350m) default_mb=8 ;; *) default_mb=16 ;; esac
+launch "$RUNS/mrpt_${MODEL}_${OBJECTIVE}_${SEPARATION}" \
+  --model "$MODEL" --format "$FORMAT" --stage mrpt --objective "$OBJECTIVE" --separation "$SEPARATION" \
+  --init-from "$MAPT_CKPT" --data-path "$DATA_DIR/${FORMAT}_text_code" --tokenizer-model "$TOKENIZER" \
+  --epochs "${EPOCHS:-5}" --global-batch-size "${GLOBAL_BATCH:-64}" --micro-batch-size "${MICRO_BATCH:-$default_mb}" \
+  --tensor-model-parallel-size "${TP:-1}" --pipeline-model-parallel-size "${PP:-1}" \
+  --save-interval "${SAVE_INTERVAL:-500}" --keep-checkpoints 2 --eval-interval 500 --eval-iters 10 \
+  --log-interval 10
