@@ -106,6 +106,15 @@ def _reduce_losses(losses_reduced: list) -> tuple[float, int]:
     return (total / tokens if tokens else float("nan")), int(tokens)
 
 
+def _memory_gib(cpu: bool) -> float:
+    """Peak GPU memory allocated by torch, or on a CPU run this process's resident set."""
+    if not cpu and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2 ** 30
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2 ** 30
+
+
 def _is_last_rank() -> bool:
     return dist.get_rank() == dist.get_world_size() - 1
 
@@ -241,8 +250,7 @@ class Trainer:
                               mfu=(tflops / peak) if peak else None, step_time_s=figures["step_time_s"],
                               consumed_samples=self.consumed_samples, skipped=figures["skipped"],
                               precision=t.precision, objective=t.objective,
-                              memory_gib=(torch.cuda.max_memory_allocated() / 2 ** 30
-                                          if torch.cuda.is_available() and not run.parallel.cpu else None),
+                              memory_gib=_memory_gib(run.parallel.cpu),
                               last=self.iteration == self.train_iters, time=time.time(),
                               process_time=time.process_time())
                 logger.step(record)

@@ -100,7 +100,7 @@ def test_loss_decreases_and_every_step_is_logged(data, tmp_path):
     pretrain(argv(data, tmp_path, train_iters=30, tensorboard_dir=str(tmp_path / "tb"), hidden_dropout=0.0))
     records = steps(tmp_path / "log.jsonl")
     assert [r["step"] for r in records] == list(range(1, 31))
-    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "tflops_per_device", "loss_scale"):
+    for key in ("loss", "lr", "grad_norm", "tokens_per_s", "tflops_per_device", "loss_scale", "memory_gib"):
         assert all(isinstance(r[key], float) for r in records), key
     first, last = records[0]["loss"], sum(_losses(records[-5:])) / 5
     assert first > last + 0.7, (first, last)
@@ -184,6 +184,12 @@ def test_sigterm_saves_and_exits_cleanly(data, tmp_path):
     last = steps(tmp_path / "log.jsonl")[-1]["step"]
     assert "stopped at step" in output
     assert (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text().strip() == str(last)
+
+
+def test_exit_duration_saves_and_stops(data, tmp_path):
+    result = pretrain(argv(data, tmp_path, train_iters=50, exit_duration_mins=0.0, save=str(tmp_path / "ckpt")))
+    assert result["stopped"] == "--exit-duration-mins reached" and result["iteration"] == 1
+    assert (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
 
 
 def test_checkpoints_are_atomic_and_keep_the_newest(data, tmp_path, monkeypatch):
