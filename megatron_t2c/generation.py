@@ -236,7 +236,7 @@ class Generator:
             bar = self._bar(len(prompts) * sampling.max_new_tokens)
         start = time.perf_counter()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self.model.frozen_output():  # the code-space output gathered once
                 for lo in range(0, len(prompts), self.max_batch_size):
                     index = list(range(lo, min(lo + self.max_batch_size, len(prompts))))
                     batch = self._generate_batch([list(map(int, prompts[i])) for i in index],

@@ -30,6 +30,7 @@ a loss mask and with a single output space it does not synchronise.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, Optional
 
@@ -194,10 +195,12 @@ class _TiedOutput(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weight, code_index, n_code, shard, first_padding_column):
+    def forward(ctx, x, weight, code_index, n_code, shard, first_padding_column, gathered=None):
         rows = x.shape[0]
         out = x.new_empty(rows, shard)
-        code_weight = weight.index_select(0, code_index) if n_code else None
+        code_weight = None
+        if n_code:
+            code_weight = gathered if gathered is not None else weight.index_select(0, code_index)
         if n_code:
             torch.mm(x[:n_code], code_weight.t(), out=out[:n_code])
         if n_code < rows:
@@ -229,7 +232,7 @@ class _TiedOutput(torch.autograd.Function):
             grad_weight[shard:].zero_()
             if n_code:
                 grad_weight.index_add_(0, code_index, grad[:n_code].t().mm(x[:n_code]))
-        return grad_x, grad_weight, None, None, None, None
+        return grad_x, grad_weight, None, None, None, None, None
 
 
 class T2CGPTModel(GPTModel):
@@ -371,9 +374,26 @@ class T2CGPTModel(GPTModel):
     def _head(self, x: torch.Tensor, n_code: int) -> torch.Tensor:
         """Logits ``[rows, Vp/p]`` of the rows of ``x``: the first ``n_code`` in the code space, the rest in
         the base space (see :class:`_TiedOutput`)."""
-        return _TiedOutput.apply(x, self.shared_embedding_or_output_weight(), self.code_output_index,
-                                 n_code if self.layout.has_code_rows else 0, self.layout.shard_size,
-                                 self.first_padding_column)
+        weight = self.shared_embedding_or_output_weight()
+        n_code = n_code if self.layout.has_code_rows else 0
+        gathered = None
+        if n_code and getattr(self, "_frozen_code_weight", None) is not None and not torch.is_grad_enabled():
+            gathered = self._frozen_code_weight
+        return _TiedOutput.apply(x, weight, self.code_output_index, n_code, self.layout.shard_size,
+                                 self.first_padding_column, gathered)
+
+    @contextlib.contextmanager
+    def frozen_output(self):
+        """For generation: gather the code-space output matrix once for the whole block (weights must not
+        change inside it), instead of copying the table for every decoding step.  Only no-grad forwards
+        use it; the gathered copy is dropped on exit."""
+        weight = self.shared_embedding_or_output_weight() if self.post_process else None
+        if weight is not None and self.layout.has_code_rows:
+            self._frozen_code_weight = weight.detach().index_select(0, self.code_output_index)
+        try:
+            yield self
+        finally:
+            self._frozen_code_weight = None
 
     def _logits(self, hidden_states, label_modality, runtime_gather_output):
         """``[b, s, Vp/p]`` logits scored in each position's output space (or gathered ``[b, s, Vp]``)."""

@@ -193,6 +193,21 @@ def test_logits_score_each_position_in_its_output_space_and_padding_is_never_pre
     assert (batch["label_modality"] == DOCSTRING).any()
 
 
+def test_frozen_output_gives_the_same_logits_and_is_dropped_on_exit(dist):
+    """Generation gathers the code-space output matrix once per block; nothing stale survives the block."""
+    model = _perturbed("full").eval()
+    inputs = dict(model_inputs(make_batch(2, "code"), model.layout), labels=None, loss_mask=None,
+                  label_modality=CODE)
+    with torch.no_grad():
+        plain = model(**inputs)
+        with model.frozen_output():
+            assert model._frozen_code_weight is not None
+            assert torch.equal(model(**inputs), plain)
+        assert model._frozen_code_weight is None
+        model.shared_embedding_or_output_weight().data[model.code_output_index] += 0.5
+        assert not torch.equal(model(**inputs), plain)  # the weight changed: no stale copy is used
+
+
 # ----------------------------------------------------------------------------------------------------
 # Checkpoints (single rank)
 # ----------------------------------------------------------------------------------------------------
