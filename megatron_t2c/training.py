@@ -229,7 +229,7 @@ class Trainer:
         seq = arch.seq_length
         world = dist.get_world_size()
         per_token = flops_per_token(arch.num_layers, arch.hidden_size, run.model.ffn_hidden_size or 4 * arch.hidden_size,
-                                    self.layout.table_size, seq)
+                                    self.layout.padded_vocab_size, seq)  # positions score the base vocabulary
         peak = run.logging.peak_tflops or default_peak_tflops()
         logger = StepLog(active=_is_last_rank(), jsonl=run.logging.log_jsonl, tensorboard_dir=run.logging.tensorboard_dir,
                          log_interval=run.logging.log_interval, objective=t.objective, resumed_step=self.iteration,

@@ -212,6 +212,8 @@ class StepBatches:
             "loss_mask": batch.loss_mask,
             "label_modality": batch.label_modality,
         }
+        if self.device.type == "cuda":  # a non-blocking copy needs pinned host memory
+            out = {k: v.pin_memory() for k, v in out.items()}
         return {k: v.to(self.device, non_blocking=True) for k, v in out.items()}
 
     def step(self, consumed: int) -> list[dict]:

@@ -18,7 +18,8 @@ prompt the lines after the reference prefix, absolute indentation), ``prompt_for
 record as ours), ``prefix_index`` (0 plain, ``i`` incremental), ``base_task_id``, ``sample_index``,
 ``source`` = ``"megatron_t2c"``, plus ``function`` (the de-normalised prompt code + ``completion``: the whole
 function as executed, with the normalised signature), ``generation`` (the
-generated normalised text), ``num_tokens``, ``stop`` (``eoc``, ``max_new_tokens`` or ``context``), ``task``,
+generated normalised text), ``num_tokens``, ``stop`` (``eoc``, ``max_new_tokens``, ``context``, or ``prompt_too_long``: the prompt
+leaves no room in the model's context, the sample is empty), ``task``,
 ``sampling`` (the settings) and ``checkpoint_iteration``.
 
 **Resume**: samples are appended and flushed as each batch finishes; rerunning the same command skips the
@@ -218,7 +219,7 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
     from megatron.core import parallel_state
 
     from megatron_t2c import checkpointing, parallel
-    from megatron_t2c.generation import Generator, sequence_key
+    from megatron_t2c.generation import GenerationResult, Generator, sequence_key
     from megatron_t2c.tokenizer import load_tokenizer
 
     if sampling.greedy and config.n_samples > 1:
@@ -254,10 +255,13 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
             done_keys = set(done)
         done_keys = _broadcast_object(done_keys)
         todo = [(item, s) for item, s in units if (item.task_id, s) not in done_keys]
+        generator = Generator(model, fmt, objective, max_batch_size=config.batch_size)
+        # A prompt that leaves no room in the model's context gets an empty sample (counted, and it fails
+        # when executed) instead of stopping the stage.
+        too_long = [(item, s) for item, s in todo if len(item.ids) >= generator.context_length]
+        todo = [(item, s) for item, s in todo if len(item.ids) < generator.context_length]
         batches = [todo[lo:lo + config.batch_size] for lo in range(0, len(todo), config.batch_size)]
         rounds = (len(batches) + dp_size - 1) // dp_size
-
-        generator = Generator(model, fmt, objective, max_batch_size=config.batch_size)
         bar = None
         if rank == 0 and config.progress and todo:
             from tqdm.auto import tqdm
@@ -270,6 +274,14 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
                   f"TP={parallel_state.get_tensor_model_parallel_world_size()}, DP={dp_size})", file=sys.stderr)
         out = open(config.output, "a", encoding="utf-8") if rank == 0 else None
         written, tokens, start = 0, 0, time.perf_counter()
+        if out is not None and too_long:
+            print(f"{len(too_long)} prompt(s) of {generator.context_length} tokens or more: written as empty samples "
+                  "(stop = prompt_too_long)", file=sys.stderr)
+            empty = GenerationResult(tokens=[], stop="prompt_too_long")
+            out.write("".join(json.dumps(make_record(item, s, empty, tokenizer, fmt, config.task, described,
+                                                     info.get("iteration"))) + "\n" for item, s in too_long))
+            out.flush()
+            written += len(too_long)
         try:
             for r in range(rounds):
                 index = r * dp_size + dp_rank
@@ -296,7 +308,8 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
                 bar.close()
         seconds = time.perf_counter() - start
         summary = {"prompts": len(items), "samples": len(units), "generated": written,
-                   "skipped": len(units) - len(todo), "tokens_rank0": tokens, "seconds": round(seconds, 3),
+                   "skipped": len(units) - len(todo) - len(too_long),
+                   "too_long": len(too_long), "tokens_rank0": tokens, "seconds": round(seconds, 3),
                    "tokens_per_second_rank0": round(tokens / seconds, 1) if seconds > 0 else None,
                    "format": fmt, "objective": objective}
         if rank == 0:

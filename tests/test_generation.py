@@ -376,3 +376,24 @@ def test_generate_stage_end_to_end_with_resume(checkpoint, tmp_path):
     for r in records:
         programs.program(r)
     assert os.path.getsize(inc) > 0
+
+
+def test_prompts_longer_than_the_context_become_empty_samples(checkpoint, tokenizer, tmp_path):
+    from tasks.execute import Programs
+    from tasks.generate import main
+    from tasks.humaneval import load_humaneval
+
+    humaneval = load_humaneval()[:40]
+    too_long = {p.task_id for p in humaneval if len(tokenizer.encode_sample(p.prompt("pangu"))) >= CKPT_SEQ}
+    assert too_long  # the tiny tokenizer makes some HumanEval prompts longer than the 256-token context
+    out = tmp_path / "samples.jsonl"
+    summary = main(["--task", "humaneval", "--checkpoint", checkpoint, "--cpu", "--max-new-tokens", "1",
+                    "--no-progress", "--greedy", "--limit", "40", "--output", str(out)])
+    records = _read_jsonl(out)
+    assert len(records) == len(humaneval) and summary["too_long"] == len(too_long)
+    empty = {r["task_id"] for r in records if r["stop"] == "prompt_too_long"}
+    assert empty == too_long
+    assert all(r["completion"] == "" for r in records if r["task_id"] in empty)
+    programs = Programs("humaneval")
+    for r in records:
+        programs.program(r)  # still a record the execute stage runs (and fails)
