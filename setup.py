@@ -26,5 +26,7 @@ setup(
         "hf": ["transformers>=5.24,<6", "safetensors"],
         # mpi4py plus an MPI implementation that pip installs (no system MPI needed).
         "mpi": ["mpi4py", "mpich"],
+        # the main job's report: t-SNE plots of the embedding spaces, training curves
+        "report": ["matplotlib>=3.5", "scikit-learn>=1.5"],
     },
 )

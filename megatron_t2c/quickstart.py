@@ -15,7 +15,7 @@ evaluation stage resumes where it stopped (``--load``; samples and results files
 ``--nproc-per-node N`` > 1 the training and generation stages run under torchrun (N GPUs, or N CPU ranks);
 otherwise everything runs in this process, which saves the start-up of a process per stage.
 
-The defaults are tiny (a 4-layer, 128-wide model, a few hundred steps, small evaluation samples) so that the
+The defaults are tiny (a 2-layer, 96-wide model with a 512-token context (every HumanEval prompt fits), a few hundred steps, small evaluation samples) so that the
 whole job fits in about 20 minutes on 2 CPU cores; the flags scale it up without editing scripts.
 """
 
@@ -47,16 +47,16 @@ class PipelineConfig:
     run_dir: str = option(positional=True, help="the run directory (its data/ made by examples/quickstart.sh)")
     format: str = option("pangu", help="sample format of the training data and prompts", choices=("pangu", "pycodegpt"))
     model: str = option("pangu-100m", help="model preset; the size flags below override it")
-    num_layers: Optional[int] = option(4, help="layers (0: the preset's)")
-    hidden_size: Optional[int] = option(128, help="hidden size (0: the preset's)")
+    num_layers: Optional[int] = option(2, help="layers (0: the preset's)")
+    hidden_size: Optional[int] = option(96, help="hidden size (0: the preset's)")
     num_attention_heads: Optional[int] = option(4, help="attention heads (0: the preset's)")
-    seq_length: Optional[int] = option(256, help="context length (0: the preset's 1024)")
-    micro_batch_size: int = option(8, help="sequences per micro-batch")
-    global_batch_size: int = option(16, help="sequences per optimiser step")
-    mapt_iters: int = option(300, help="MAPT optimiser steps")
+    seq_length: Optional[int] = option(512, help="context length (0: the preset's 1024)")
+    micro_batch_size: int = option(4, help="sequences per micro-batch")
+    global_batch_size: int = option(4, help="sequences per optimiser step")
+    mapt_iters: int = option(250, help="MAPT optimiser steps")
     mapt_lr: Optional[float] = option(1e-3, help="MAPT peak learning rate (None: the paper's 1e-4)")
     mapt_min_lr: Optional[float] = option(1e-4, help="MAPT final learning rate (None: the paper's 5e-6)")
-    mrpt_epochs: float = option(0.5, help="MRPT epochs over the text-code pairs")
+    mrpt_epochs: float = option(0.1, help="MRPT epochs over the text-code pairs")
     mrpt_lr: Optional[float] = option(3e-4, help="MRPT peak learning rate (None: the paper's 1e-5)")
     mrpt_min_lr: Optional[float] = option(3e-5, help="MRPT final learning rate (None: the paper's 5e-6)")
     runs: list[str] = option(default_factory=lambda: list(DEFAULT_RUNS),

@@ -85,6 +85,8 @@ class ExecuteConfig:
     workers: int = option(os.cpu_count() or 1, help="programs run in parallel")
     mbpp_path: str | None = option(None, help="the official mbpp.jsonl (default: ../shared/data/mbpp.jsonl "
                                               "from the repository root)", metavar="P")
+    mbpp_split: str = option("test", help="MBPP split: test (task ids 11-510) or validation (the dev set, "
+                                          "511-600)", choices=("test", "validation"))
     progress: bool = option(True, help="show a progress bar")
 
 
@@ -106,7 +108,7 @@ def split_task_id(record: dict) -> tuple[str, int]:
 class Programs:
     """Builds the executed program of a sample record for one benchmark (see the module docstring)."""
 
-    def __init__(self, task: str, mbpp_path: str | None = None) -> None:
+    def __init__(self, task: str, mbpp_path: str | None = None, mbpp_split: str = "test") -> None:
         self.task = task
         self.originals: dict[str, dict] = {}
         if task == "humaneval":
@@ -119,7 +121,7 @@ class Programs:
         elif task == "mbpp":
             from .mbpp import load_mbpp
 
-            problems = load_mbpp(mbpp_path)
+            problems = load_mbpp(mbpp_path, split=mbpp_split)
         else:
             raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
         self.problems: dict[str, Problem] = {p.task_id: p for p in problems}
@@ -264,7 +266,7 @@ def markdown_table(summary: dict[str, Any], ks: Sequence[int] = KS) -> str:
 # -------------------------------------------------------------------------------------------- stage
 def execute(config: ExecuteConfig, sandbox: SandboxConfig) -> dict[str, Any]:
     """Run the samples that ``config.output`` lacks, then summarise all results; returns the summary."""
-    programs = Programs(config.task, config.mbpp_path)
+    programs = Programs(config.task, config.mbpp_path, config.mbpp_split)
     samples = read_samples(config.samples)
     done = read_results(config.output) if os.path.exists(config.output) else {}
     by_line = dict(samples)

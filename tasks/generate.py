@@ -79,6 +79,8 @@ class GenerateConfig:
     batch_size: int = option(16, "sequences decoded together per rank")
     mbpp_path: Optional[str] = option(None, "the official mbpp.jsonl (default: ../shared/data/mbpp.jsonl "
                                             "from the repository root)", metavar="P")
+    mbpp_split: str = option("test", "MBPP split: test (task ids 11-510) or validation (the dev set, 511-600)",
+                             choices=("test", "validation"))
     limit: Optional[int] = option(None, "only the first N prompts (problems, or incremental prompts)")
     cpu: bool = option(False, "run on the CPU (gloo) instead of CUDA")
     tensor_model_parallel_size: int = option(1, "tensor-parallel ranks per model replica (under torchrun)")
@@ -103,7 +105,7 @@ class PromptItem:
 
 
 # --------------------------------------------------------------------------------------------- prompts
-def load_problems(task: str, mbpp_path: Optional[str] = None):
+def load_problems(task: str, mbpp_path: Optional[str] = None, mbpp_split: str = "test"):
     if task == "humaneval":
         from tasks.humaneval import load_humaneval
 
@@ -111,7 +113,7 @@ def load_problems(task: str, mbpp_path: Optional[str] = None):
     if task == "mbpp":
         from tasks.mbpp import load_mbpp
 
-        return load_mbpp(mbpp_path)
+        return load_mbpp(mbpp_path, split=mbpp_split)
     raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
 
 
@@ -244,7 +246,7 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
         dp_size = parallel_state.get_data_parallel_world_size()
         described = sampling.describe()
 
-        items = build_prompts(load_problems(config.task, config.mbpp_path), tokenizer, fmt, config.incremental,
+        items = build_prompts(load_problems(config.task, config.mbpp_path, config.mbpp_split), tokenizer, fmt, config.incremental,
                               config.limit)
         units = [(item, s) for item in items for s in range(config.n_samples)]
         done_keys = None
