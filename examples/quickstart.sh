@@ -1,16 +1,23 @@
 #!/usr/bin/env bash
-# The main job: set up .venv and run the pipeline on the embedded default corpus (this interpreter's
-# standard library).  Stages: extract functions -> train the SentencePiece tokenizer -> Megatron indexed
-# datasets in both formats (text-code pairs, and everything for MAPT) -> summary.
-# Everything lands under RUN_DIR (default runs/quickstart); a stage whose outputs exist is skipped.
+# The main job: set up .venv and run the paper's pipeline at tiny scale on the embedded default corpus (this
+# interpreter's standard library): extract functions -> SentencePiece tokenizer -> Megatron indexed datasets
+# in both formats -> summary -> MAPT -> MRPT (code objective x separation none/partial/full, and each other
+# objective) -> zero-shot HumanEval and MBPP (greedy, sampled, incremental) -> Hugging Face export with
+# --verify -> RUN_DIR/report.md. Everything lands under RUN_DIR (default runs/quickstart); a finished stage
+# is skipped on a re-run and an interrupted one resumes.
 #
-#   bash examples/quickstart.sh [RUN_DIR]
+#   bash examples/quickstart.sh [RUN_DIR] [PIPELINE FLAGS...]
 #
-# Scale with environment variables: CORPUS="path ..." (Python trees instead of the standard library),
-# VOCAB_SIZE (default 8000), WORKERS (default: all cores), MAX_SEQ_LENGTH (default 1024).
+# Data stages scale with environment variables: CORPUS="path ..." (Python trees instead of the standard
+# library), VOCAB_SIZE (8000), WORKERS (all cores), MAX_SEQ_LENGTH (1024). The model, training, evaluation
+# and GPU stages take tools/run_pipeline.py flags after RUN_DIR, e.g.
+#   bash examples/quickstart.sh runs/big --model pangu-350m --num-layers 0 --hidden-size 0 \
+#       --num-attention-heads 0 --seq-length 0 --mapt-iters 20000 --nproc-per-node 8 --no-cpu
+# (python tools/run_pipeline.py --help lists them all).
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 run_dir="$(mkdir -p "${1:-$repo/runs/quickstart}" && cd "${1:-$repo/runs/quickstart}" && pwd)"
+[ $# -gt 0 ] && shift
 bash "$repo/scripts/setup_env.sh"
 py="$repo/.venv/bin/python"
 workers="${WORKERS:-$(nproc)}"
@@ -51,4 +58,7 @@ for fmt in pangu pycodegpt; do
   done
 done
 
-"$py" "$repo/tools/data_summary.py" "$run_dir"
+stage "summary" "$run_dir/summary.json" "$py" "$repo/tools/data_summary.py" "$run_dir"
+
+# MAPT -> MRPT -> evaluation -> export -> report (each stage skipped when done)
+"$py" "$repo/tools/run_pipeline.py" "$run_dir" "$@"
