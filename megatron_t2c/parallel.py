@@ -9,6 +9,7 @@ so one process -- a test session, say -- can initialise again with other sizes.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import random
 import socket
@@ -101,3 +102,6 @@ def destroy_distributed(keep_process_group: bool = False) -> None:
         parallel_state.destroy_model_parallel()
     if dist.is_initialized() and not keep_process_group:
         dist.destroy_process_group()
+    # Models, optimisers and megatron's group handles form reference cycles that hold the groups' sockets
+    # and pipes: free them now, so that a process running many stages in turn does not run out of files.
+    gc.collect()

@@ -540,9 +540,17 @@ def _wait_exit(pid: int, timeout: float) -> bool:
             delay = min(delay * 2, 0.01)
         return False
     try:
-        return bool(select.select([pidfd], [], [], max(timeout, 0.0))[0])
+        return _readable(pidfd, timeout)
     finally:
         os.close(pidfd)
+
+
+def _readable(fd: int, timeout: float) -> bool:
+    """Whether ``fd`` becomes readable within ``timeout`` seconds (poll: any descriptor number, where
+    select() fails above 1023 -- a long-lived harness process can hold that many files)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+    return bool(poller.poll(max(timeout, 0.0) * 1000.0))
 
 
 def _remove_tree(path: str) -> None:
@@ -691,7 +699,7 @@ class _Worker:
         return reply
 
     def _recv(self, fd: int, timeout: float) -> Any:
-        if not select.select([fd], [], [], timeout)[0]:
+        if not _readable(fd, timeout):
             return None
         try:
             return _recv(fd)

@@ -239,6 +239,29 @@ def test_pool_closes_cleanly_and_rejects_work_after():
         ExecutionPool(0)
 
 
+def test_a_harness_holding_many_files_still_runs_programs():
+    """A long-lived process (the main job runs every stage in one) may hold descriptors above 1023."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 1200
+    if soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            pytest.skip(f"the hard limit of open files is {hard}")
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        pool = ExecutionPool(1)
+        try:
+            assert [v.status for v in pool.map(["pass", "assert False"])] == [PASSED, FAILED]
+        finally:
+            pool.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_worker_script_runs_isolated_from_the_repository():
     # the workers start as `python -I tasks/execution.py --worker`: stdlib only at module level
     source = open(os.path.join(os.path.dirname(__file__), "..", "tasks", "execution.py"), encoding="utf-8").read()
