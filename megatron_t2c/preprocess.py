@@ -21,12 +21,27 @@ pre-existing outputs untouched and no partial or temporary files behind.
 
 With ``workers == 1`` everything runs in this process; the output is byte-identical for any number of
 workers and any block size.
+
+Inputs: one or more JSONL files, ``.jsonl.gz`` files (decompressed as a stream), directories (their
+``*.jsonl`` and ``*.jsonl.gz`` files, sorted, recursively), glob patterns and ``--files-from`` lists.  They
+are read as one stream in the order given: documents keep that order, ``--index-map`` numbers lines over
+the concatenation, and bad lines are reported with their own file and line.  Nothing is held in memory
+but the dataset index (megatron-core's builder: 12 bytes per document in arrays).
+
+Corpus scale.  With several ranks (``mpiexec``, ``srun``, torchrun, ``--ranks N``; :mod:`.sharding`) or
+``--shard-dir``/``--resume``, the inputs are cut into shards (a compressed file is one shard, a plain file
+is cut at line ends every ``--shard-bytes``); each rank converts its shards into ``pp-NNNNNN.bin/.idx``
+plus the documents' line numbers and a marker with its counts, and rank 0 merges the shards in input order
+with ``IndexedDatasetBuilder.add_index``, renumbering lines and replaying the bad-line report.  The
+``.bin``, ``.idx``, index map and summary are byte-identical to a single-process run on the same input.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import glob
+import gzip
 import multiprocessing
 import os
 import signal
@@ -36,27 +51,35 @@ import tempfile
 import threading
 import time
 import warnings
+from array import array
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from . import sharding
 from .atomic import write_json
 from .cli import option
 from .formats import FORMATS, INCLUDE, format_code
 from .normalise import normalise
 from .records import (BadLine, LineReport, iter_line_blocks, iter_line_ranges, parse_record, read_range,
                       split_lines)
+from .sharding import ShardingOptions, World
+from .source_files import expand_paths
 from .tokenizer import T2CTokenizerCore
 
 
 @dataclass(kw_only=True)
-class PreprocessConfig:
+class PreprocessConfig(ShardingOptions):
     """What to convert and how."""
 
-    input: str = option(help="JSONL file of extraction records (tools/extract_functions.py); a FIFO works",
-                        metavar="FILE.jsonl")
+    input: list[str] = option(help="JSONL files of extraction records (tools/extract_functions.py), read in "
+                                   "the order given: FILE.jsonl, FILE.jsonl.gz, a FIFO, a directory (its "
+                                   "*.jsonl[.gz], sorted) or a glob pattern ('shards/*.jsonl.gz')",
+                              metavar="FILE.jsonl")
+    files_from: str | None = option(None, "also read input paths from this file, one a line ('-': stdin)",
+                                    metavar="FILE")
     tokenizer_model: str = option(help="SentencePiece model from tools/train_tokenizer.py", metavar="P.model")
     output_prefix: str = option(help="write OUT.bin and OUT.idx", metavar="OUT")
     format: str = option("pangu", "sample format", choices=FORMATS)
@@ -69,6 +92,8 @@ class PreprocessConfig:
                                    metavar="FILE")
     strict: bool = option(False, "stop at the first bad input line (exit status 1)")
     chunk_bytes: int = option(1 << 20, "input bytes per work item")
+    shard_bytes: int = option(256 << 20, "sharded runs: cut plain input files into shards of about this many "
+                                         "bytes (a .gz file is one shard)")
     show_bad: int = option(10, "print at most this many bad lines in full")
     progress: bool = option(True, "show a progress bar on stderr")
 
@@ -89,16 +114,15 @@ class Chunk(NamedTuple):
     bad: list  # (line, reason, detail) of every bad line in line order, lines counted as above
 
 
-#: A block of whole lines: its bytes, or its ``(offset, length)`` in the input file.
-Block = bytes | tuple[int, int]
+#: A block of whole lines: its bytes, or ``(path, offset, length)`` of a range of an input file.
+Block = bytes | tuple[str, int, int]
 
 
 class ChunkEncoder:
     """Read, parse, select, format and encode a block of JSONL lines (a worker's whole job)."""
 
-    def __init__(self, input_path: str, model_path: str, fmt: str, include: str, max_seq_length: int,
-                 dtype: type) -> None:
-        self.input_path = input_path
+    def __init__(self, model_path: str, fmt: str, include: str, max_seq_length: int, dtype: type) -> None:
+        self.path: str | None = None
         self.tokenizer = T2CTokenizerCore(model_path, num_threads=1)
         self.fmt = fmt
         self.want_doc = {"text-code": True, "code-only": False, "all": None}[include]
@@ -110,14 +134,17 @@ class ChunkEncoder:
         """The bytes of a block (read from the input file when given as a range)."""
         if isinstance(block, bytes):
             return block
+        path, offset, length = block
+        if path != self.path:
+            self.close()
         if self._fd is None:
-            self._fd = os.open(self.input_path, os.O_RDONLY)
-        return read_range(self._fd, *block)
+            self._fd, self.path = os.open(path, os.O_RDONLY), path
+        return read_range(self._fd, offset, length)
 
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
-            self._fd = None
+            self._fd = self.path = None
 
     def __call__(self, item: Block) -> Chunk:
         block = self.read(item)
@@ -262,7 +289,16 @@ def add_documents(builder, tokens: np.ndarray, lengths: np.ndarray) -> None:
         return
     builder.add_document(tokens, lengths.tolist())
     end = len(builder.sequence_lengths)
-    builder.document_indices[-1:] = range(end - len(lengths) + 1, end + 1)
+    builder.document_indices[-1:] = array("q", range(end - len(lengths) + 1, end + 1))
+
+
+def new_builder(indexed_dataset, bin_path: str, dtype):
+    """megatron-core's ``IndexedDatasetBuilder``, its index kept in typed arrays (12 bytes per document
+    instead of ~70 in lists of Python ints); the files it writes are the same."""
+    builder = indexed_dataset.IndexedDatasetBuilder(bin_path, dtype=dtype)
+    builder.sequence_lengths = array("i")
+    builder.document_indices = array("q", [0])
+    return builder
 
 
 def _import_indexed_dataset():
@@ -316,6 +352,7 @@ class Totals:
     lines: int = 0
     documents: int = 0
     tokens: int = 0
+    input_lines: list = field(default_factory=list)  # lines read from each input
 
 
 def token_dtype(vocab_size: int) -> type:
@@ -323,85 +360,192 @@ def token_dtype(vocab_size: int) -> type:
     return np.uint16 if vocab_size < 65500 else np.int32
 
 
-def preprocess(config: PreprocessConfig, log: IO[str] | None = sys.stderr) -> dict:
+def resolve_inputs(config: PreprocessConfig) -> list[str]:
+    """The input files in reading order: paths as given, patterns expanded, directories listed."""
+    given = [config.input] if isinstance(config.input, str) else list(config.input or [])
+    out: list[str] = []
+    for path in expand_paths(given, config.files_from):
+        if os.path.isdir(path):
+            found = sorted(p for p in glob.glob(os.path.join(path, "**", "*"), recursive=True)
+                           if p.endswith((".jsonl", ".jsonl.gz")) and os.path.isfile(p))
+            if not found:
+                raise FileNotFoundError(f"{path}: no *.jsonl or *.jsonl.gz files in this directory")
+            out.extend(found)
+        elif not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        else:
+            out.append(path)
+    if not out:
+        raise ValueError("no input files")
+    return out
+
+
+def _is_gzip(path: str) -> bool:
+    return path.endswith(".gz")
+
+
+def _open_input(path: str):
+    return gzip.open(path, "rb") if _is_gzip(path) else open(path, "rb")
+
+
+class _Report(LineReport):
+    """A :class:`LineReport` that also remembers the input file of each line it shows."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.first_bad_inputs: list[str] = []
+
+    def bad(self, line_no: int, reason: str, detail: str = "") -> None:
+        shown = len(self.first_bad)
+        super().bad(line_no, reason, detail)
+        if len(self.first_bad) > shown:
+            self.first_bad_inputs.append(self.label)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Part of one input: all of it (``length`` None: compressed files, pipes) or a byte range of a file."""
+
+    input: int
+    path: str
+    start: int = 0
+    length: int | None = None
+
+
+def _pieces_of(index: int, path: str, shard_bytes: int | None) -> Iterator[Piece]:
+    """An input as pieces: whole, or cut at line ends every ``shard_bytes`` (plain regular files)."""
+    if shard_bytes is None or _is_gzip(path) or not stat.S_ISREG(os.stat(path).st_mode):
+        yield Piece(index, path)
+        return
+    with open(path, "rb") as stream:
+        for start, length in iter_line_ranges(stream, shard_bytes):
+            yield Piece(index, path, start, length)
+
+
+def _blocks(config: PreprocessConfig, piece: Piece, stream) -> Iterator[Block]:
+    """A piece's blocks: ranges of a regular file (workers read them), else bytes read here.
+
+    Blocks are ``config.chunk_bytes`` long, smaller for small inputs so that every worker gets several.
+    """
+    if _is_gzip(piece.path) or not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+        return (block for _, block in iter_line_blocks(stream, config.chunk_bytes))
+    size = os.fstat(stream.fileno()).st_size if piece.length is None else piece.length
+    block_bytes = config.chunk_bytes
+    if config.workers > 1:
+        block_bytes = max(min(block_bytes, size // (8 * config.workers)), min(block_bytes, 1 << 16))
+    end = None if piece.length is None else piece.start + piece.length
+    return ((piece.path, offset, length)
+            for offset, length in iter_line_ranges(stream, block_bytes, piece.start, end))
+
+
+def _chunks(config: PreprocessConfig, encoders: Encoders, pieces: Iterable[Piece]) -> Iterator[tuple[Piece, Chunk]]:
+    """Every block of ``pieces``, encoded, in order, with the piece it came from (one pipeline throughout)."""
+    tags: deque = deque()
+
+    def items() -> Iterator[Block]:
+        for piece in pieces:
+            with _open_input(piece.path) as stream:
+                for block in _blocks(config, piece, stream):
+                    tags.append(piece)
+                    yield block
+
+    results = encoders.ordered(items())
+    with contextlib.closing(results):
+        for chunk in results:
+            yield tags.popleft(), chunk
+
+
+def preprocess(config: PreprocessConfig, log: IO[str] | None = sys.stderr) -> dict | None:
     """Run the whole conversion; return the summary (also written to ``config.summary`` when set).
 
     Raises :class:`StrictError` for a bad line under ``strict``, ``ValueError`` for bad options.  The
     summary's ``tokens_per_s`` is over ``seconds.run``: reading, parsing, encoding and writing, from the
     first byte read to the outputs renamed into place; ``seconds.setup`` (imports, model loading,
-    starting workers) is reported apart.
+    starting workers) is reported apart.  Several ranks, ``ranks > 1``, ``shard_dir`` or ``resume``: a
+    sharded run (module doc); ranks other than 0 return None.
     """
     start = time.perf_counter()
     if config.workers < 1:
         raise ValueError("--workers must be at least 1")
     if config.max_seq_length < 1:
         raise ValueError("--max-seq-length must be positive")
-    if not os.path.exists(config.input):
-        raise FileNotFoundError(f"{config.input}: no such file")
+    if config.shard_bytes < 1:
+        raise ValueError("--shard-bytes must be positive")
+    inputs = resolve_inputs(config)
     vocab_size = T2CTokenizerCore(config.tokenizer_model).vocab_size  # fails early on a wrong model
+    sharded = config.ranks > 1 or config.shard_dir is not None or config.resume
+    if not sharded and sharding.detect_world(config.launcher).size == 1:
+        return _single(config, inputs, vocab_size, log, start)
+    if config.ranks > 1:
+        _import_indexed_dataset()  # once, before the local ranks are forked
+    return sharding.run_ranks(config, lambda world: _sharded(config, inputs, vocab_size, log, world, start))
+
+
+def _setup(config: PreprocessConfig, vocab_size: int):
     dtype = token_dtype(vocab_size)
-    encoder_args = (config.input, config.tokenizer_model, config.format, config.include, config.max_seq_length,
-                    dtype)
-    report = LineReport(max_shown=config.show_bad, stream=log, label=config.input)
+    encoder_args = (config.tokenizer_model, config.format, config.include, config.max_seq_length, dtype)
+    return dtype, encoder_args
+
+
+def _import_checked(vocab_size: int, dtype):
+    indexed_dataset = _import_indexed_dataset()
+    if indexed_dataset.DType.optimal_dtype(vocab_size) != dtype:
+        raise RuntimeError("megatron-core chooses another token dtype than token_dtype()")
+    return indexed_dataset
+
+
+def _targets(config: PreprocessConfig) -> list[str]:
+    targets = [config.output_prefix + ".bin"] + [p for p in (config.index_map,) if p]
+    targets.append(config.output_prefix + ".idx")
+    return targets
+
+
+def _single(config: PreprocessConfig, inputs: list[str], vocab_size: int, log, start: float) -> dict:
+    dtype, encoder_args = _setup(config, vocab_size)
+    report = _Report(max_shown=config.show_bad, stream=log, label=inputs[0])
     skipped: Counter = Counter()
-    totals = Totals()
+    totals = Totals(input_lines=[0] * len(inputs))
     with Encoders(config.workers, encoder_args) as encoders:
-        indexed_dataset = _import_indexed_dataset()
-        if indexed_dataset.DType.optimal_dtype(vocab_size) != dtype:
-            raise RuntimeError("megatron-core chooses another token dtype than token_dtype()")
-        targets = [config.output_prefix + ".bin"] + [p for p in (config.index_map,) if p]
-        targets.append(config.output_prefix + ".idx")
+        indexed_dataset = _import_checked(vocab_size, dtype)
         setup_seconds = time.perf_counter() - start
         run_start = time.perf_counter()
-        outputs = _Outputs(targets)
+        outputs = _Outputs(_targets(config))
         try:
-            _convert(config, indexed_dataset, dtype, encoders, outputs, report, skipped, totals, run_start)
+            _convert(config, inputs, indexed_dataset, dtype, encoders, outputs, report, skipped, totals, run_start)
             outputs.commit()
         finally:
             outputs.discard()
             report.close()
         run_seconds = time.perf_counter() - run_start
-    summary = _summary(config, vocab_size, dtype, totals, skipped, report, setup_seconds, run_seconds)
+    summary = _summary(config, inputs, vocab_size, dtype, totals, skipped, report, setup_seconds, run_seconds)
     if config.summary:
         write_json(config.summary, summary)
     return summary
 
 
-def _blocks(config: PreprocessConfig, stream) -> Iterator[Block]:
-    """The input's blocks: ranges of a regular file (workers read them), else bytes read here.
-
-    Blocks are ``config.chunk_bytes`` long, smaller for small files so that every worker gets several.
-    """
-    if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-        return (block for _, block in iter_line_blocks(stream, config.chunk_bytes))
-    size = os.fstat(stream.fileno()).st_size
-    block_bytes = config.chunk_bytes
-    if config.workers > 1:
-        block_bytes = max(min(block_bytes, size // (8 * config.workers)), min(block_bytes, 1 << 16))
-    return iter_line_ranges(stream, block_bytes)
-
-
-def _convert(config: PreprocessConfig, indexed_dataset, dtype, encoders: Encoders, outputs: _Outputs,
-             report: LineReport, skipped: Counter, totals: Totals, run_start: float) -> None:
-    """Encode the input and write every output to its temporary file."""
-    builder = indexed_dataset.IndexedDatasetBuilder(outputs.temps[0], dtype=dtype)
+def _convert(config: PreprocessConfig, inputs: list[str], indexed_dataset, dtype, encoders: Encoders,
+             outputs: _Outputs, report: _Report, skipped: Counter, totals: "Totals", run_start: float) -> None:
+    """Encode the inputs and write every output to its temporary file."""
+    builder = new_builder(indexed_dataset, outputs.temps[0], dtype)
     index_map = None
     try:
         if config.index_map:
             index_map = open(outputs.temps[1], "w", encoding="ascii")
-        with open(config.input, "rb") as stream, _progress(config, stream) as bar:
-            results = encoders.ordered(_blocks(config, stream))
-            with contextlib.closing(results):
-                for chunk in results:
-                    _account(chunk, totals.lines + 1, report, skipped, config.strict)
-                    add_documents(builder, chunk.tokens, chunk.lengths)
-                    if index_map is not None and len(chunk.line_numbers):
-                        lines = chunk.line_numbers + (totals.lines + 1)
-                        index_map.write("\n".join(map(str, lines.tolist())) + "\n")
-                    totals.lines += chunk.n_lines
-                    totals.documents += len(chunk.lengths)
-                    totals.tokens += len(chunk.tokens)
-                    _advance(bar, chunk, totals, run_start)
+        pieces = (Piece(i, path) for i, path in enumerate(inputs))
+        with _progress(config, inputs) as bar:
+            for piece, chunk in _chunks(config, encoders, pieces):
+                report.label = piece.path
+                _account(chunk, totals.input_lines[piece.input] + 1, report, skipped, config.strict,
+                         piece.path if len(inputs) > 1 else None)
+                add_documents(builder, chunk.tokens, chunk.lengths)
+                if index_map is not None and len(chunk.line_numbers):
+                    lines = chunk.line_numbers + (totals.lines + 1)
+                    index_map.write("\n".join(map(str, lines.tolist())) + "\n")
+                totals.input_lines[piece.input] += chunk.n_lines
+                totals.lines += chunk.n_lines
+                totals.documents += len(chunk.lengths)
+                totals.tokens += len(chunk.tokens)
+                _advance(bar, chunk, totals, run_start)
         if index_map is not None:
             index_map.close()
         builder.finalize(outputs.temps[-1])
@@ -411,16 +555,186 @@ def _convert(config: PreprocessConfig, indexed_dataset, dtype, encoders: Encoder
             index_map.close()
 
 
-def _account(chunk: Chunk, first_line: int, report: LineReport, skipped: Counter, strict: bool) -> None:
+def _strict_error(line_no: int, reason: str, detail: str, path: str | None) -> StrictError:
+    where = f"{path}, line {line_no}" if path else f"line {line_no}"
+    return StrictError(f"{where}: {reason}" + (f": {detail}" if detail else "") +
+                       " (--strict stops at the first bad line)")
+
+
+def _account(chunk: Chunk, first_line: int, report: LineReport, skipped: Counter, strict: bool,
+             path: str | None = None) -> None:
     """Count a chunk's skipped and bad lines (in line order); under ``strict`` the first bad one raises."""
     for index, reason, detail in chunk.bad:
         line_no = first_line + index
         if strict:
-            raise StrictError(f"line {line_no}: {reason}" + (f": {detail}" if detail else "") +
-                              " (--strict stops at the first bad line)")
+            raise _strict_error(line_no, reason, detail, path)
         report.bad(line_no, reason, detail)
         skipped[reason] += 1
     skipped.update(chunk.skipped)
+
+
+# --- sharded runs --------------------------------------------------------------------------------------
+
+#: Options that change what a shard holds: a shard directory is only resumed with the same ones.
+_PLAN_OPTIONS = ("format", "include", "max_seq_length", "shard_bytes", "show_bad", "strict")
+
+
+def _sharded(config: PreprocessConfig, inputs: list[str], vocab_size: int, log, world: World,
+             start: float) -> dict | None:
+    dtype, encoder_args = _setup(config, vocab_size)
+    shard_dir = config.shard_dir or config.output_prefix + ".shards"
+    plan = {"tool": "preprocess_data", "inputs": [sharding.file_fingerprint(p) for p in inputs],
+            "tokenizer_model": sharding.file_fingerprint(config.tokenizer_model),
+            **{k: getattr(config, k) for k in _PLAN_OPTIONS}}
+    with Encoders(config.workers, encoder_args) as encoders:
+        indexed_dataset = _import_checked(vocab_size, dtype)
+        sharding.prepare_shard_dir(world, shard_dir, plan, config.resume)  # a barrier: all ranks set up
+        pieces = [p for i, path in enumerate(inputs) for p in _pieces_of(i, path, config.shard_bytes)]
+        mine = [(s, p) for s, p in enumerate(pieces) if s % world.size == world.rank]
+        setup_seconds = time.perf_counter() - start
+        run_start = time.perf_counter()
+        for s, piece in mine:
+            name = sharding.shard_name("pp", s)
+            if config.resume and _valid_done(sharding.read_done(shard_dir, name), piece):
+                continue
+            meta = _convert_shard(config, indexed_dataset, dtype, encoders, shard_dir, name, s, piece, world.rank)
+            if meta.get("strict"):
+                break  # the run fails; rank 0 reports the first bad line of all
+    world.barrier()  # every shard is complete (or a strict run stopped)
+    world.detached = True
+    if world.rank != 0:
+        return None
+    report = _Report(max_shown=config.show_bad, stream=log, label=inputs[0])
+    skipped: Counter = Counter()
+    totals = Totals(input_lines=[0] * len(inputs))
+    outputs = _Outputs(_targets(config))
+    try:
+        manifest = _merge(config, inputs, pieces, indexed_dataset, dtype, shard_dir, outputs, report, skipped,
+                          totals)
+        outputs.commit()
+    finally:
+        outputs.discard()
+        report.close()
+    run_seconds = time.perf_counter() - run_start
+    summary = _summary(config, inputs, vocab_size, dtype, totals, skipped, report, setup_seconds, run_seconds)
+    summary.update(ranks=world.size, shards=len(pieces))
+    write_json(os.path.join(shard_dir, sharding.MANIFEST),
+               {"tool": "preprocess_data", "inputs": inputs, "outputs": _targets(config), "shards": manifest})
+    if not config.keep_shards:
+        sharding.remove_shards(shard_dir)
+    world.cleanup()
+    if config.summary:
+        write_json(config.summary, summary)
+    return summary
+
+
+def _valid_done(meta: dict | None, piece: Piece) -> bool:
+    return (meta is not None and not meta.get("strict") and meta["input"] == piece.path
+            and meta["start"] == piece.start and meta["length"] == piece.length)
+
+
+@dataclass
+class _ShardLog:
+    """The bad-line bookkeeping of one shard (lines counted from 0 at the shard's first)."""
+
+    max_shown: int
+    n_bad: int = 0
+    first_bad: list = field(default_factory=list)
+
+
+def _convert_shard(config: PreprocessConfig, indexed_dataset, dtype, encoders: Encoders, shard_dir: str,
+                   name: str, index: int, piece: Piece, rank: int) -> dict:
+    """Convert one piece into the shard's ``.bin``/``.idx``/``.lines``; write its marker; return it."""
+    t0 = time.perf_counter()
+    base = os.path.join(shard_dir, name)
+    outputs = _Outputs([base + ".bin", base + ".lines", base + ".idx"])
+    skipped: Counter = Counter()
+    log = _ShardLog(config.show_bad)
+    lines = documents = tokens = 0
+    strict = None
+    try:
+        builder = new_builder(indexed_dataset, outputs.temps[0], dtype)
+        try:
+            with open(outputs.temps[1], "wb") as line_file:
+                for _, chunk in _chunks(config, encoders, [piece]):
+                    if chunk.bad and config.strict:
+                        at, reason, detail = chunk.bad[0]
+                        strict = {"line": lines + at, "reason": reason, "detail": detail}
+                        break
+                    for at, reason, detail in chunk.bad:
+                        if len(log.first_bad) < log.max_shown:
+                            log.first_bad.append([lines + at, reason, detail])
+                        skipped[reason] += 1
+                    log.n_bad += len(chunk.bad)
+                    skipped.update(chunk.skipped)
+                    add_documents(builder, chunk.tokens, chunk.lengths)
+                    (chunk.line_numbers + lines).tofile(line_file)
+                    lines += chunk.n_lines
+                    documents += len(chunk.lengths)
+                    tokens += len(chunk.tokens)
+            builder.finalize(outputs.temps[-1])
+        finally:
+            builder.data_file.close()
+        meta = {"shard": index, "rank": rank, "input": piece.path, "start": piece.start, "length": piece.length,
+                "outputs": [name + ".bin", name + ".idx", name + ".lines"], "lines": lines,
+                "documents": documents, "tokens": tokens, "skipped": dict(sorted(skipped.items())),
+                "bad_lines": log.n_bad, "first_bad_lines": log.first_bad,
+                "seconds": round(time.perf_counter() - t0, 3)}
+        if strict is not None:
+            meta["strict"] = strict
+        else:
+            outputs.commit()
+    finally:
+        outputs.discard()
+    sharding.write_done(shard_dir, name, meta)
+    return meta
+
+
+def _merge(config: PreprocessConfig, inputs: list[str], pieces: list[Piece], indexed_dataset, dtype,
+           shard_dir: str, outputs: _Outputs, report: _Report, skipped: Counter, totals: "Totals") -> list[dict]:
+    """Concatenate the shards, in order, into the final outputs; replay their accounting."""
+    builder = new_builder(indexed_dataset, outputs.temps[0], dtype)
+    index_map = open(outputs.temps[1], "w", encoding="ascii") if config.index_map else None
+    manifest = []
+    # add_index runs gc.collect() for every shard: without freezing, each walks all of torch (~0.25 s)
+    gc.freeze()
+    try:
+        for s, piece in enumerate(pieces):
+            name = sharding.shard_name("pp", s)
+            meta = sharding.read_done(shard_dir, name)
+            if meta is None or meta["input"] != piece.path or meta["start"] != piece.start:
+                raise RuntimeError(f"shard {name} in {shard_dir} is missing or does not match the inputs")
+            first_line = totals.input_lines[piece.input] + 1
+            if meta.get("strict"):
+                bad = meta["strict"]
+                raise _strict_error(first_line + bad["line"], bad["reason"], bad["detail"],
+                                    piece.path if len(inputs) > 1 else None)
+            report.label = piece.path
+            for at, reason, detail in meta["first_bad_lines"]:
+                report.bad(first_line + at, reason, detail)
+            report.n_bad += meta["bad_lines"] - len(meta["first_bad_lines"])
+            skipped.update(meta["skipped"])
+            base = os.path.join(shard_dir, name)
+            if meta["documents"]:
+                builder.add_index(base)
+            if index_map is not None and meta["documents"]:
+                lines = np.fromfile(base + ".lines", dtype=np.int64) + (totals.lines + 1)
+                for part in np.array_split(lines, max(1, len(lines) // (1 << 20))):
+                    index_map.write("\n".join(map(str, part.tolist())) + "\n")
+            totals.input_lines[piece.input] += meta["lines"]
+            totals.lines += meta["lines"]
+            totals.documents += meta["documents"]
+            totals.tokens += meta["tokens"]
+            manifest.append(meta)
+        if index_map is not None:
+            index_map.close()
+        builder.finalize(outputs.temps[-1])
+    finally:
+        gc.unfreeze()
+        builder.data_file.close()
+        if index_map is not None:
+            index_map.close()
+    return manifest
 
 
 class _NoBar:
@@ -431,13 +745,14 @@ class _NoBar:
         return None
 
 
-def _progress(config: PreprocessConfig, stream):
+def _progress(config: PreprocessConfig, inputs: list[str]):
     """A tqdm bar over input bytes (docs/s and tokens/s in its postfix), or nothing."""
     if not config.progress:
         return _NoBar()
     from tqdm import tqdm
 
-    size = os.fstat(stream.fileno()).st_size or None
+    sizes = [0 if _is_gzip(p) or not os.path.isfile(p) else os.path.getsize(p) for p in inputs]
+    size = sum(sizes) if all(sizes) else None
     return tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc="preprocess",
                 file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
 
@@ -451,10 +766,16 @@ def _advance(bar, chunk: Chunk, totals: Totals, run_start: float) -> None:
     bar.update(chunk.n_bytes)
 
 
-def _summary(config: PreprocessConfig, vocab_size: int, dtype, totals: Totals, skipped: Counter,
-             report: LineReport, setup_seconds: float, run_seconds: float) -> dict:
+def _summary(config: PreprocessConfig, inputs: list[str], vocab_size: int, dtype, totals: Totals,
+             skipped: Counter, report: _Report, setup_seconds: float, run_seconds: float) -> dict:
+    """The run's summary; everything but ``workers``, ``ranks``, ``shards``, ``seconds`` and the rates is
+    the same for any number of workers and ranks."""
+    given = config.input
+    if not isinstance(given, str) and len(given) == 1:
+        given = given[0]  # one input: a string, as before several were possible
     return {
-        "input": config.input,
+        "input": given,
+        "inputs": [{"path": p, "lines": n} for p, n in zip(inputs, totals.input_lines)],
         "bin": config.output_prefix + ".bin",
         "idx": config.output_prefix + ".idx",
         "index_map": config.index_map,
@@ -465,12 +786,15 @@ def _summary(config: PreprocessConfig, vocab_size: int, dtype, totals: Totals, s
         "include": config.include,
         "max_seq_length": config.max_seq_length,
         "workers": config.workers,
+        "ranks": 1,
+        "shards": 0,
         "lines": totals.lines,
         "documents": totals.documents,
         "tokens": totals.tokens,
         "skipped": dict(sorted(skipped.items())),
         "bad_lines": report.n_bad,
-        "first_bad_lines": [{"line": n, "reason": r, "detail": d} for n, r, d in report.first_bad],
+        "first_bad_lines": [{"input": p, "line": n, "reason": r, "detail": d}
+                            for p, (n, r, d) in zip(report.first_bad_inputs, report.first_bad)],
         "seconds": {"setup": round(setup_seconds, 4), "run": round(run_seconds, 4)},
         "docs_per_s": round(totals.documents / run_seconds, 1) if run_seconds else None,
         "tokens_per_s": round(totals.tokens / run_seconds, 1) if run_seconds else None,
@@ -484,4 +808,5 @@ def format_summary(summary: dict) -> str:
             f"{summary['tokens']} tokens from {summary['lines']} lines\n"
             f"skipped: {skipped}\n"
             f"{summary['seconds']['run']:.2f} s: {summary['docs_per_s']:,.0f} docs/s, "
-            f"{summary['tokens_per_s']:,.0f} tokens/s with {summary['workers']} worker(s)")
+            f"{summary['tokens_per_s']:,.0f} tokens/s with {summary['workers']} worker(s)"
+            + (f" x {summary['ranks']} rank(s), {summary['shards']} shard(s)" if summary.get("shards") else ""))

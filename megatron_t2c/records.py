@@ -107,23 +107,26 @@ def iter_line_blocks(stream: BinaryIO, block_bytes: int = 1 << 20) -> Iterator[t
         line_no += block.count(b"\n")
 
 
-def iter_line_ranges(stream: BinaryIO, block_bytes: int = 1 << 20) -> Iterator[tuple[int, int]]:
+def iter_line_ranges(stream: BinaryIO, block_bytes: int = 1 << 20, start: int = 0,
+                     end: int | None = None) -> Iterator[tuple[int, int]]:
     """Split a seekable binary file into ranges of whole lines: yields ``(offset, length)``.
 
     Only the line ends at the cuts are read, so whoever reads the ranges (parallel workers) does all
-    the reading.  Ranges are about ``block_bytes`` long and cover the file as it was at the start.
+    the reading.  Ranges are about ``block_bytes`` long and cover the file as it was at the start, or
+    ``[start, end)`` of it (which must begin at a line start and end at a line end or the file's end).
     """
     size = stream.seek(0, os.SEEK_END)
-    start = 0
+    if end is not None:
+        size = min(size, end)
     while start < size:
-        end = start + block_bytes
-        if end < size:
-            stream.seek(end)
-            end = min(end + len(stream.readline()), size)
+        stop = start + block_bytes
+        if stop < size:
+            stream.seek(stop)
+            stop = min(stop + len(stream.readline()), size)
         else:
-            end = size
-        yield start, end - start
-        start = end
+            stop = size
+        yield start, stop - start
+        start = stop
 
 
 def read_range(fd: int, offset: int, length: int) -> bytes:

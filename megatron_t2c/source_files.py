@@ -19,9 +19,11 @@ reason               the file
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import os
+import sys
 import sysconfig
 import tokenize
 from dataclasses import dataclass
@@ -76,28 +78,86 @@ def _walk_python_files(root: Path) -> Iterator[Path]:
                 yield Path(dirpath) / fn
 
 
-def discover(paths: Iterable[str | os.PathLike]) -> list[InputFile]:
-    """The ``*.py`` files under each path (a directory, recursively, or a file), in a stable order.
+def expand_paths(paths: Iterable[str | os.PathLike], files_from: str | None = None) -> Iterator[str]:
+    """The paths given, then those listed in ``files_from`` (one a line; ``-``: stdin; ``#`` comments).
 
-    With no paths, the interpreter's standard library.  Names are relative to the directory given
-    (a file keeps the path it was given); a path that does not exist raises ``FileNotFoundError``.
+    A path that does not exist but contains ``*``, ``?`` or ``[`` is a glob pattern (``**`` recurses),
+    replaced by its matches in sorted order; a pattern without matches raises ``FileNotFoundError``.
+    Streamed: a list of millions of paths is never held in memory.
     """
-    roots = [Path(p) for p in paths] or [stdlib_root()]
-    files: list[InputFile] = []
-    seen: set[str] = set()
-    for root in roots:
+    for p in paths:
+        yield from _expand(os.fspath(p))
+    if files_from is None:
+        return
+    fh = sys.stdin if files_from == "-" else open(files_from, encoding="utf-8")
+    try:
+        for line in fh:
+            line = line.rstrip("\r\n")
+            if line.strip() and not line.lstrip().startswith("#"):
+                yield from _expand(line)
+    finally:
+        if fh is not sys.stdin:
+            fh.close()
+
+
+def _expand(path: str) -> Iterator[str]:
+    if not os.path.lexists(path) and glob.has_magic(path):
+        matches = sorted(glob.glob(path, recursive=True))
+        if not matches:
+            raise FileNotFoundError(f"no such file or directory: {path} (a pattern without matches)")
+        yield from matches
+    else:
+        yield path
+
+
+def iter_discover(paths: Iterable[str | os.PathLike], files_from: str | None = None) -> Iterator[InputFile]:
+    """Stream the ``*.py`` files under each path (a directory, recursively, or a file), in a stable order.
+
+    With neither paths nor ``files_from``, the interpreter's standard library.  Names are relative to the
+    directory given (a file keeps the path it was given); a path that does not exist raises
+    ``FileNotFoundError``.  The same file named twice (overlapping roots, symlinks) is yielded once: the
+    MD5s of real paths already seen are the only state kept (about 25-50 bytes per file).
+    """
+    from .keyset import KeySet  # here: source_files is imported by workers that never discover
+
+    roots = expand_paths(paths, files_from)
+    first = next(roots, None)
+    if first is None and files_from is None:
+        roots, first = iter([]), str(stdlib_root())
+    seen = KeySet(width=2)
+    for root in ([first] if first is not None else []):
+        roots = _chain(root, roots)
+    for root_str in roots:
+        root = Path(root_str)
         if root.is_dir():
-            found = [InputFile(str(p), p.relative_to(root).as_posix()) for p in _walk_python_files(root)]
+            found = (InputFile(str(p), p.relative_to(root).as_posix()) for p in _walk_python_files(root))
         elif root.exists() or root.is_symlink():
-            found = [InputFile(str(root), root.as_posix())]
+            found = iter([InputFile(str(root), root.as_posix())])
         else:
             raise FileNotFoundError(f"no such file or directory: {root}")
         for f in found:
             real = os.path.realpath(f.path)
-            if real not in seen:  # the same file named twice is read once
-                seen.add(real)
-                files.append(f)
-    return files
+            if seen.add(int.from_bytes(hashlib.md5(real.encode("utf-8", "surrogateescape"),
+                                                   usedforsecurity=False).digest(), "little")):
+                yield f  # the same file named twice is read once
+
+
+def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+    yield first
+    yield from rest
+
+
+def discover(paths: Iterable[str | os.PathLike], files_from: str | None = None) -> list[InputFile]:
+    """:func:`iter_discover` as a list."""
+    return list(iter_discover(paths, files_from))
+
+
+def check_paths(paths: Iterable[str | os.PathLike]) -> None:
+    """Raise ``FileNotFoundError`` now for a path given that does not exist (and matches nothing)."""
+    for p in paths:
+        for path in _expand(os.fspath(p)):
+            if not os.path.lexists(path):
+                raise FileNotFoundError(f"no such file or directory: {path}")
 
 
 def read_bytes(path: str) -> bytes:

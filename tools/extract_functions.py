@@ -14,6 +14,9 @@ EPILOG = """examples:
   tools/extract_functions.py --output runs/stdlib/functions.jsonl --report runs/stdlib/extract.json
   # your own trees and files, with every rejected file listed
   tools/extract_functions.py ~/src/project some/file.py --output out.jsonl --rejected-list rejected.tsv
+  # a corpus far larger than memory: a list of trees, 2 ranks here (or mpiexec -n N / srun), resumable
+  tools/extract_functions.py --files-from repos.txt --output out.jsonl --ranks 2 --workers 1 --resume
+  mpiexec -n 8 tools/extract_functions.py 'corpus/*/src' --output out.jsonl --shard-dir /shared/x --resume
 """
 
 
@@ -24,7 +27,11 @@ def main(argv=None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(format_report(report))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if report is not None:  # rank 0 (or the only rank) reports
+        print(format_report(report))
     return 0
 
 

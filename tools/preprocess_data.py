@@ -23,7 +23,12 @@ Outputs are written to temporary files and renamed into place only on success.""
 EPILOG = """example:
   tools/preprocess_data.py --input functions.jsonl --tokenizer-model tokenizer.model \\
       --output-prefix data/stdlib_pangu --format pangu --include text-code --workers 2 \\
-      --summary data/stdlib_pangu.summary.json --index-map data/stdlib_pangu.lines"""
+      --summary data/stdlib_pangu.summary.json --index-map data/stdlib_pangu.lines
+  # already-partitioned, compressed inputs, 2 local ranks, resumable after an interruption
+  tools/preprocess_data.py --input 'records/*.jsonl.gz' --tokenizer-model tokenizer.model \\
+      --output-prefix data/big --ranks 2 --workers 1 --resume
+  # across nodes (the shard directory must be on a filesystem all ranks see)
+  mpiexec -n 16 tools/preprocess_data.py --input records/ ... --shard-dir /shared/big.shards --resume"""
 
 
 def _terminate(signum, frame):  # SIGTERM unwinds like Ctrl-C, so temporary outputs are removed
@@ -47,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         print("terminated; nothing written", file=sys.stderr)
         raise
+    if summary is None:  # a rank other than 0: rank 0 merges and reports
+        return 0
     print(format_summary(summary))
     if not config.summary:
         print(json.dumps({k: summary[k] for k in ("lines", "documents", "tokens", "skipped")}))
