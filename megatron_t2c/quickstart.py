@@ -53,10 +53,10 @@ class PipelineConfig:
     seq_length: Optional[int] = option(512, help="context length (0: the preset's 1024)")
     micro_batch_size: int = option(4, help="sequences per micro-batch")
     global_batch_size: int = option(4, help="sequences per optimiser step")
-    mapt_iters: int = option(250, help="MAPT optimiser steps")
+    mapt_iters: int = option(200, help="MAPT optimiser steps")
     mapt_lr: Optional[float] = option(1e-3, help="MAPT peak learning rate (None: the paper's 1e-4)")
     mapt_min_lr: Optional[float] = option(1e-4, help="MAPT final learning rate (None: the paper's 5e-6)")
-    mrpt_epochs: float = option(0.1, help="MRPT epochs over the text-code pairs")
+    mrpt_epochs: float = option(0.08, help="MRPT epochs over the text-code pairs")
     mrpt_lr: Optional[float] = option(3e-4, help="MRPT peak learning rate (None: the paper's 1e-5)")
     mrpt_min_lr: Optional[float] = option(3e-5, help="MRPT final learning rate (None: the paper's 5e-6)")
     runs: list[str] = option(default_factory=lambda: list(DEFAULT_RUNS),
