@@ -654,8 +654,10 @@ def __getattr__(name: str):
     # ``T2CTokenizer`` is built on first use: importing megatron-core takes seconds (it imports torch and
     # its model code), which the tokenizer trainer and ``--help`` should not pay.
     if name == "T2CTokenizer":
-        cls = _megatron_tokenizer_class()
-        globals()[name] = cls
+        cls = globals().get(name)  # built once: every instance must have the class pickle finds by name
+        if cls is None:
+            cls = _megatron_tokenizer_class()
+            globals()[name] = cls
         return cls
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -143,9 +143,12 @@ def test_bad_lines_are_reported(tmp_path):
 def test_megatron_tokenizer_interface(tok):
     from megatron.core.tokenizers import MegatronTokenizerBase
 
+    from megatron_t2c.tokenizer import load_tokenizer
+
     assert isinstance(tok, MegatronTokenizerBase)
     assert tok.unique_identifiers["tokenizer_path"] == tok.path
     json.dumps(tok.unique_identifiers)
+    load_tokenizer(tok.path)  # loading another tokenizer must not orphan this one's class (pickle by name)
     clone = pickle.loads(pickle.dumps(tok))
     assert type(clone) is type(tok) and clone.tokenize("[descr] x [python]") == tok.tokenize("[descr] x [python]")
     assert tok.detokenize(np.array(tok.tokenize("abc def"), dtype=np.uint16)) == "abc def"
