@@ -158,7 +158,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             _convert(*sys.argv[2:5])
         return 0
-    config = parse_config(BenchConfig, argv, description=__doc__.split("\n\n")[0])
+    config = parse_config(BenchConfig, argv, description=__doc__.split("\n\n")[0], epilog="example:\n  python benchmarks/convert_checkpoint.py --output convert.json      # pangu-350m, TP=2 (a few minutes)\n  python benchmarks/convert_checkpoint.py --smoke")
     vocab = 1024 if config.smoke else config.vocab_size
     overrides = _model_overrides(config)
     workdir = config.workdir or tempfile.mkdtemp(prefix="t2c-convert-bench-")

@@ -160,7 +160,7 @@ def memory(work: Path, copies: int, model: str) -> dict:
 
 
 def main(argv=None) -> int:
-    config = parse_config(BenchConfig, argv, description=__doc__)
+    config = parse_config(BenchConfig, argv, description=__doc__, epilog="example:\n  python benchmarks/corpus_scale.py --output corpus_scale.json")
     with tempfile.TemporaryDirectory(prefix="t2c-corpus-scale-") as tmp:
         work = Path(config.work_dir or tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -250,7 +250,7 @@ def hf_generate_figures(cfg, model, config, tok_path, prompts, sampling, work: s
 
 
 def main(argv=None) -> dict:
-    cfg = parse_config(BenchConfig, argv, description=__doc__.split("\n\n")[0])
+    cfg = parse_config(BenchConfig, argv, description=__doc__.split("\n\n")[0], epilog="example:\n  python benchmarks/generation_throughput.py --smoke\n  python benchmarks/generation_throughput.py --preset pangu-350m --dtype bf16 --n-samples 200 --batch-size 200")
     if cfg.smoke:
         cfg.problems, cfg.n_samples, cfg.batch_size, cfg.max_new_tokens, cfg.repeats = 2, 2, 4, 16, 1
         cfg.cpu = True

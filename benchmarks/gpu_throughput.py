@@ -572,7 +572,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> dict:
-    bench = parse_config(BenchConfig, argv=argv, description=__doc__.split("\n")[0])
+    bench = parse_config(BenchConfig, argv=argv, description=__doc__.split("\n")[0], epilog="example:\n  python benchmarks/gpu_throughput.py --output gpu_throughput.json   # on an H100/H200\n  python benchmarks/gpu_throughput.py --smoke                        # CPU, seconds")
     bench.apply_smoke()
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)

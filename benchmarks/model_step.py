@@ -185,7 +185,7 @@ def timed_step(case: Case, device: torch.device) -> tuple[float, float]:
 
 
 def main(argv=None) -> dict:
-    bench = parse_config(BenchConfig, argv=argv, description=__doc__.split("\n")[0])
+    bench = parse_config(BenchConfig, argv=argv, description=__doc__.split("\n")[0], epilog="example:\n  python benchmarks/model_step.py --output model_step.json")
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     if bench.threads:

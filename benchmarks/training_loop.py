@@ -69,7 +69,7 @@ def _bare(trainer, batches: list[list[dict]]) -> float:
 
 
 def main(argv=None) -> int:
-    bench = parse_config(BenchConfig, argv, description=__doc__.split("\n")[0])
+    bench = parse_config(BenchConfig, argv, description=__doc__.split("\n")[0], epilog="example:\n  bash examples/quickstart.sh   # makes runs/quickstart/data\n  python benchmarks/training_loop.py --output training_loop.json")
     if bench.threads:
         torch.set_num_threads(bench.threads)
     from megatron_t2c.train_config import parse_run_config
