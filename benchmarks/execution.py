@@ -93,8 +93,7 @@ def make_samples(copies: int = 5, slow: int = 4, raising: int = 16) -> list[dict
 
 def compare(samples_path: str, workers: int, timeout: float) -> dict[str, Any]:
     """Run ``samples_path`` (HumanEval) through both harnesses; timings, pass@k and verdict agreement."""
-    from tasks.execute import ExecuteConfig, execute, read_results, read_samples
-    from tasks.execution import SandboxConfig
+    from tasks.execute import read_samples
 
     samples = read_samples(samples_path)
     with tempfile.TemporaryDirectory(prefix="execution-bench-") as out_dir:

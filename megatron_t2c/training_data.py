@@ -28,7 +28,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .modality import CODE  # noqa: F401 -- re-exported for callers that build rows
 from .objectives import Batch, build_batch
 
 __all__ = ["DataError", "parse_blend", "check_datasets", "samples_per_epoch", "build_datasets", "StepBatches"]

@@ -216,7 +216,6 @@ def _gather_records(records: list[dict]) -> list[dict]:
 
 def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]:
     """Run the stage (under the current process group, initialised here); returns a summary."""
-    import torch
     import torch.distributed as dist
     from megatron.core import parallel_state
 
@@ -240,7 +239,7 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
         model, info = checkpointing.model_from_checkpoint(ckpt)
         model.to(_torch_dtype(config.dtype))
 
-        rank, world = dist.get_rank(), dist.get_world_size()
+        rank = dist.get_rank()
         tp_rank = parallel_state.get_tensor_model_parallel_rank()
         dp_rank = parallel_state.get_data_parallel_rank()
         dp_size = parallel_state.get_data_parallel_world_size()
