@@ -94,6 +94,12 @@ def _is_checkpoint(path: str) -> bool:
     return os.path.exists(os.path.join(path, "metadata.json"))
 
 
+def has_checkpoint(path: str) -> bool:
+    """Whether ``path`` is an iteration directory or a run directory with something saved in it."""
+    return os.path.isdir(path) and (_is_checkpoint(path) or os.path.exists(os.path.join(path, LATEST_FILE))
+                                    or bool(list_iterations(path)))
+
+
 def resolve(path: str) -> str:
     """The checkpoint directory meant by ``path``: a run directory (its latest iteration) or an iteration
     directory itself.  Raises :class:`CheckpointError` when there is none."""
@@ -102,6 +108,8 @@ def resolve(path: str) -> str:
     if os.path.isdir(path) and _is_checkpoint(path):
         return path
     iteration = latest_iteration(path)
+    if iteration is None and list_iterations(path):  # stopped between a rename and the pointer's update
+        iteration = list_iterations(path)[-1]
     if iteration is None:
         raise CheckpointError(f"no checkpoint at {path}: neither an iteration directory (metadata.json) nor a "
                               f"run directory ({LATEST_FILE})")

@@ -340,16 +340,10 @@ def setup(run: RunConfig, console: IO[str] = sys.stdout) -> Trainer:
 
     # Which checkpoint starts the run: our own (resume), a MAPT one (MRPT), or none.
     resume_from = None
-    if c.load:
-        try:
-            resume_from = checkpointing.resolve(c.load)
-        except CheckpointError:
-            if os.path.isdir(c.load) and not os.listdir(c.load) or not os.path.exists(c.load):
-                resume_from = None  # nothing saved yet: start afresh
-            elif checkpointing.latest_iteration(c.load) is None and not checkpointing.list_iterations(c.load):
-                resume_from = None
-            else:
-                raise
+    if c.load and checkpointing.has_checkpoint(c.load):
+        resume_from = checkpointing.resolve(c.load)
+    elif c.load and _is_last_rank():  # nothing saved there yet: a new run (the usual --save X --load X)
+        console.write(f"no checkpoint in --load {c.load} yet: starting a new run\n")
     resumed_stage = checkpointing.read_run_info(resume_from).get("stage") if resume_from else None
     stage = t.resolved_stage(c.init_from, resumed_stage)
     if stage == "mapt" and run.model.separation != "none" and not resume_from:

@@ -222,6 +222,10 @@ def test_checkpoints_are_atomic_and_keep_the_newest(data, tmp_path, monkeypatch)
     result = pretrain(argv(data, tmp_path, train_iters=8, save_interval=2, save=str(save), load=str(save)))
     assert result["losses"] and checkpointing.latest_iteration(str(save)) == 8
     assert not [p for p in os.listdir(save) if p.endswith(".partial")]
+    # stopped after renaming a new iteration but before moving the pointer: the newest complete one is used
+    (save / "latest_checkpointed_iteration.txt").unlink()
+    assert checkpointing.has_checkpoint(str(save)) and checkpointing.resolve(str(save)).endswith("iter_0000008")
+    assert not checkpointing.has_checkpoint(str(tmp_path / "nothing-saved-here"))
 
 
 # ---------------------------------------------------------------------------------------------------
