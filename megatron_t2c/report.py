@@ -229,20 +229,13 @@ def read_curves(train_dir: str) -> dict:
         if curves["train"]:
             return curves
     curves = {"train": [], "valid": [], "source": "log.jsonl"}
-    log = os.path.join(train_dir, "log.jsonl")
-    if os.path.exists(log):
-        with open(log, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if not isinstance(record, dict) or "step" not in record:
-                    continue
-                if record.get("loss") is not None:
-                    curves["train"].append((int(record["step"]), float(record["loss"])))
-                if record.get("valid_loss") is not None:
-                    curves["valid"].append((int(record["step"]), float(record["valid_loss"])))
+    for record in _log_records(train_dir):
+        if "step" not in record:
+            continue
+        if record.get("loss") is not None:
+            curves["train"].append((int(record["step"]), float(record["loss"])))
+        if record.get("valid_loss") is not None:
+            curves["valid"].append((int(record["step"]), float(record["valid_loss"])))
     return curves
 
 
