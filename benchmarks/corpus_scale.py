@@ -25,10 +25,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from megatron_t2c.cli import option, parse_config  # noqa: E402
-from megatron_t2c.source_files import stdlib_root  # noqa: E402
+from megatron_t2c.utils.dataclass_flags import option, parse_config
+from megatron_t2c.data.source_files import stdlib_root
 
 RSS_DIRS = ("email", "json", "http", "urllib", "html", "wsgiref", "concurrent", "logging", "importlib")
 
@@ -75,7 +74,7 @@ def _best(runs: list[tuple[dict, float]]) -> tuple[dict, float]:
 
 
 def scaling(work: Path, ranks: int, vocab_size: int, repeats: int) -> dict:
-    from megatron_t2c.tokenizer import train_tokenizer
+    from megatron_t2c.tokenizer.sentencepiece import train_tokenizer
 
     out: dict = {}
     single, t_single = _extract(work, "single")
@@ -114,7 +113,6 @@ def scaling(work: Path, ranks: int, vocab_size: int, repeats: int) -> dict:
 
 _RSS = """
 import json, sys
-sys.path.insert(0, {repo!r})
 from megatron_t2c.{module} import {config}, {func}
 {func}({config}(**json.loads(sys.argv[1])){extra})
 # VmHWM: this process image's peak RSS (ru_maxrss would also count the forked parent's before exec)
@@ -145,11 +143,11 @@ def memory(work: Path, copies: int, model: str) -> dict:
         records = work / f"x{n}.jsonl"
         kwargs = {"paths": [str(root)], "output": str(records), "report": str(work / f"x{n}.json"), "workers": 1,
                   "progress": False}
-        extract_rss = _rss_mib("extract_corpus", "ExtractConfig", "extract_corpus", kwargs)
+        extract_rss = _rss_mib("data.corpus_extraction", "ExtractConfig", "extract_corpus", kwargs)
         report = json.loads((work / f"x{n}.json").read_text())
         kwargs = {"input": str(records), "tokenizer_model": model, "output_prefix": str(work / f"x{n}"),
                   "include": "all", "progress": False, "index_map": str(work / f"x{n}.lines")}
-        preprocess_rss = _rss_mib("preprocess", "PreprocessConfig", "preprocess", kwargs, ", log=None")
+        preprocess_rss = _rss_mib("data.preprocess", "PreprocessConfig", "preprocess", kwargs, ", log=None")
         out[f"{n}x"] = {"files": report["files_seen"], "records": report["records"],
                         "extract_peak_rss_mib": round(extract_rss, 1), "preprocess_peak_rss_mib": round(preprocess_rss, 1)}
     for stage in ("extract", "preprocess"):

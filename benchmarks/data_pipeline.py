@@ -24,11 +24,10 @@ import time
 import warnings
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from megatron_t2c.cli import option, parse_config  # noqa: E402
-from megatron_t2c.extract_corpus import ExtractConfig, extract_corpus  # noqa: E402
-from megatron_t2c.source_files import discover  # noqa: E402
+from megatron_t2c.utils.dataclass_flags import option, parse_config
+from megatron_t2c.data.corpus_extraction import ExtractConfig, extract_corpus
+from megatron_t2c.data.source_files import discover
 
 
 @dataclass(kw_only=True)
@@ -78,7 +77,7 @@ def raw_encode_rate(records_path: str, model: str, fmt: str) -> dict:
     """The preprocessing anchor: one-thread SentencePiece encode of the formatted sample texts."""
     import sentencepiece as spm
 
-    from megatron_t2c.formats import format_record, included, sample_text
+    from megatron_t2c.mrpt.formats import format_record, included, sample_text
 
     with open(records_path, encoding="utf-8") as fh:
         texts = [sample_text(format_record(r, fmt)) for r in map(json.loads, fh) if included(r, "all")]
@@ -92,7 +91,7 @@ def raw_encode_rate(records_path: str, model: str, fmt: str) -> dict:
 
 
 def run_preprocess(records_path: str, model: str, work: str, fmt: str, workers: int) -> dict:
-    from megatron_t2c.preprocess import PreprocessConfig, preprocess
+    from megatron_t2c.data.preprocess import PreprocessConfig, preprocess
 
     config = PreprocessConfig(input=records_path, tokenizer_model=model, format=fmt, include="all",
                               output_prefix=os.path.join(work, f"{fmt}.w{workers}"), workers=workers,
@@ -114,7 +113,7 @@ def main(argv=None) -> int:
         extract_1 = run_extraction(work, 1)
         extract_n = run_extraction(work, cfg.workers)
         records = os.path.join(work, f"functions.w{cfg.workers}.jsonl")
-        from megatron_t2c.tokenizer import train_tokenizer
+        from megatron_t2c.tokenizer.sentencepiece import train_tokenizer
 
         train_tokenizer(records, os.path.join(work, "tok"), vocab_size=cfg.vocab_size)
         model = os.path.join(work, "tok.model")

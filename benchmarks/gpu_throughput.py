@@ -2,7 +2,7 @@
 """Training throughput and MFU of the text-to-code model against stock megatron-core, one process, one GPU.
 
 One command times a full training step -- forward, backward, megatron DDP gradient reduction (with
-``calculate_per_token_loss``, as :mod:`megatron_t2c.training` does) and one ``get_megatron_optimizer`` Adam
+``calculate_per_token_loss``, as :mod:`megatron_t2c.training.loop` does) and one ``get_megatron_optimizer`` Adam
 step, through ``get_forward_backward_func`` -- for:
 
 * **stock** megatron-core ``GPTModel`` on the local layer spec, tied embeddings over the padded vocabulary,
@@ -12,10 +12,10 @@ step, through ``get_forward_backward_func`` -- for:
   - ``sdpa-causal``: SDPA causal-only (no document reset: *not* a valid MRPT run, an upper bound);
   - ``flex``: FlexAttention with the document + prefix block mask (built once per batch).
 
-* **ours**: :class:`~megatron_t2c.model.T2CGPTModel` for every preset x attention backend (``sdpa``,
+* **ours**: :class:`~megatron_t2c.models.gpt.T2CGPTModel` for every preset x attention backend (``sdpa``,
   ``flex``) x separation (``none``, ``partial``, ``full``) x objective (``text-code``, ``code``,
-  ``corrupt-code``, ``prefix-code``), on the batches of :func:`megatron_t2c.objectives.build_batch`,
-  through :func:`megatron_t2c.training._forward_step` / ``_loss_func`` (the training step's own code).
+  ``corrupt-code``, ``prefix-code``), on the batches of :func:`megatron_t2c.mrpt.objectives.build_batch`,
+  through :func:`megatron_t2c.training.loop._forward_step` / ``_loss_func`` (the training step's own code).
 
 Precision as in training: ``--precision bf16`` builds bf16 parameters wrapped in megatron's
 ``Float16Module``, DDP reduces gradients in fp32, the optimiser keeps fp32 master weights.  Rows are
@@ -31,7 +31,7 @@ the optimiser's grad-norm) count as the idle time they cause.  The step time is 
 activations).  Models are built one at a time (per preset x variant x separation), shared by the
 objectives, and freed before the next.
 
-**MFU** (:func:`megatron_t2c.metrics.flops_per_token`, the PaLM paper's Appendix B)::
+**MFU** (:func:`megatron_t2c.training.metrics.flops_per_token`, the PaLM paper's Appendix B)::
 
     FLOPs/token = 6 * N + 12 * L * h * s        MFU = FLOPs/token * tokens/s / peak
 
@@ -74,11 +74,10 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from megatron_t2c.cli import option, parse_config  # noqa: E402
+from megatron_t2c.utils.dataclass_flags import option, parse_config
 
 PRESETS = ("pangu-100m", "pangu-350m")
 OBJECTIVES = ("text-code", "code", "corrupt-code", "prefix-code")
@@ -125,7 +124,7 @@ class BenchConfig:
                                         choices=("none", "selective", "full"))
     compile: bool = option(False, help="torch.compile each TransformerLayer of our models (layer.compile())")
     chunked_head: bool = option(False, help="our models' LM head + cross-entropy fused and chunked "
-                                "(megatron_t2c.chunked_head; TP=1), applied in this process only: the lever's A/B")
+                                "(megatron_t2c.models.tied_output; TP=1), applied in this process only: the lever's A/B")
     steps: int = option(10, help="timed steps per case (the median counts)")
     warmup: int = option(3, help="untimed steps first (compilation, allocator warm-up)")
     check_loss: bool = option(True, help="check our losses against the stock dense model first")
@@ -166,7 +165,7 @@ class Variant:
 
 
 def model_config(bench: BenchConfig, v: Variant):
-    from megatron_t2c.model import ModelConfig
+    from megatron_t2c.models.gpt import ModelConfig
 
     overrides = {k: getattr(bench, k) for k in ("num_layers", "hidden_size", "num_attention_heads")
                  if getattr(bench, k) is not None}
@@ -190,14 +189,14 @@ def build_module(bench: BenchConfig, v: Variant, pieces, device, precision: str,
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
-    from megatron_t2c.attention import layer_spec
-    from megatron_t2c.model import build_model, make_layout
-    from megatron_t2c.separation import separated_token_ids
+    from megatron_t2c.models.attention import layer_spec
+    from megatron_t2c.models.gpt import build_model, make_layout
+    from megatron_t2c.mrpt.separation import separated_token_ids
 
     mc = model_config(bench, v)
     tc = transformer_config(bench, mc, precision, dropout)
     if v.stock:
-        from megatron_t2c.modality_embedding import padded_vocab_size
+        from megatron_t2c.models.row_layout import padded_vocab_size
 
         spec = get_gpt_layer_local_spec() if v.attention == "unfused" else layer_spec(v.attention)
         module = GPTModel(config=tc, transformer_layer_spec=spec,
@@ -250,11 +249,11 @@ def wrap_for_training(bench: BenchConfig, module, tc):
 
 
 def _chunked_loss(self, hidden_states, labels, loss_mask, label_modality):
-    """``T2CGPTModel._loss`` with the output layer and cross-entropy of :mod:`megatron_t2c.chunked_head`
+    """``T2CGPTModel._loss`` with the output layer and cross-entropy of :mod:`megatron_t2c.models.tied_output`
     (the proposed change to the model, installed by ``--chunked-head`` in this process only)."""
-    from megatron_t2c.chunked_head import tied_cross_entropy
-    from megatron_t2c.modality import CODE
-    from megatron_t2c.model import T2CGPTModel, _all_code
+    from megatron_t2c.models.tied_output import tied_cross_entropy
+    from megatron_t2c.mrpt.modality import CODE
+    from megatron_t2c.models.gpt import T2CGPTModel, _all_code
 
     if self.layout.tp_size != 1:
         return T2CGPTModel._plain_loss(self, hidden_states, labels, loss_mask, label_modality)
@@ -284,7 +283,7 @@ def _chunked_loss(self, hidden_states, labels, loss_mask, label_modality):
 
 
 def install_chunked_head() -> None:
-    from megatron_t2c.model import T2CGPTModel
+    from megatron_t2c.models.gpt import T2CGPTModel
 
     if not hasattr(T2CGPTModel, "_plain_loss"):
         T2CGPTModel._plain_loss = T2CGPTModel._loss
@@ -297,7 +296,7 @@ def install_chunked_head() -> None:
 
 def make_batch(bench: BenchConfig, tokens, labels, objective: str, layout, device) -> dict:
     """The training step's micro-batch (the keys of ``StepBatches``), on ``device``."""
-    from megatron_t2c.objectives import build_batch
+    from megatron_t2c.mrpt.objectives import build_batch
 
     b = build_batch(tokens, labels, "pangu", objective, seed=0, sample_ids=torch.arange(len(tokens)),
                     vocab_size=bench.vocab_size)
@@ -319,8 +318,8 @@ def stock_batch(bench: BenchConfig, variant: str, tokens, labels, device) -> dic
 def _stock_forward_step(flex: bool, data_iterator, model):
     """The stock model's micro-batch: loss on every position; flex builds its block mask once per batch
     (``flex`` False: the layers get megatron's tensor, as under activation recompute)."""
-    from megatron_t2c.attention import AttentionMask
-    from megatron_t2c.training import _loss_func
+    from megatron_t2c.models.attention import AttentionMask
+    from megatron_t2c.training.loop import _loss_func
 
     batch = next(data_iterator)
     mask = batch["attention_mask"]
@@ -484,7 +483,7 @@ def plan(bench: BenchConfig, cpu: bool) -> tuple[list[tuple[Variant, list[str]]]
 
 def run_variant(bench: BenchConfig, v: Variant, names: list[str], pieces, tokens, labels, device, fpt: float,
                 peak: Optional[float]) -> list[dict]:
-    from megatron_t2c.training import _forward_step
+    from megatron_t2c.training.loop import _forward_step
 
     module, layout, mc, tc = build_module(bench, v, pieces, device, bench.precision)
     if bench.compile and not v.stock:
@@ -580,14 +579,14 @@ def main(argv=None) -> dict:
         torch.set_num_threads(bench.threads)
     if bench.precision == "bf16" and bench.cpu and not bench.smoke:
         print("note: bf16 on the CPU runs, but its figures mean nothing for a GPU", flush=True)
-    from benchmarks.model_step import packed_rows, synthetic_pieces
-    from megatron_t2c import parallel
-    from megatron_t2c.metrics import default_peak_tflops, flops_per_token
-    from megatron_t2c.modality_embedding import padded_vocab_size
+    from model_step import packed_rows, synthetic_pieces  # a sibling script (benchmarks/ is sys.path[0])
+    from megatron_t2c.runtime import distributed
+    from megatron_t2c.training.metrics import default_peak_tflops, flops_per_token
+    from megatron_t2c.models.row_layout import padded_vocab_size
 
     if bench.chunked_head:
         install_chunked_head()
-    parallel.initialize_distributed(1, 1, cpu=bench.cpu, seed=1234)
+    distributed.initialize_distributed(1, 1, cpu=bench.cpu, seed=1234)
     device = torch.device("cpu") if bench.cpu else torch.device("cuda", torch.cuda.current_device())
     device_name = "cpu" if bench.cpu else torch.cuda.get_device_name()
     peak = bench.peak_tflops or (None if bench.cpu else default_peak_tflops())
@@ -640,7 +639,7 @@ def main(argv=None) -> dict:
                     rows += attempt(names[0].rsplit("/", 1)[0] if not v.stock else names[0],
                                     lambda: run_variant(bench, v, names, pieces, tokens, labels, device, fpt, peak))
     finally:
-        parallel.destroy_distributed()
+        distributed.destroy_distributed()
     result["goals"] = goal_rows = goals(rows)
     result["loss_check_passed"] = all(c["passed"] for c in checks) if checks else None
     print()

@@ -3,9 +3,9 @@
 
 Anchor: megatron-core's ``GPTModel`` on its stock local layer spec (``DotProductAttention``: dense scores,
 unfused masked softmax), tied embeddings over the padded vocabulary, the dense document mask of the batch and
-megatron's loss over every position (masked afterwards).  Measured: :class:`~megatron_t2c.model.T2CGPTModel`
+megatron's loss over every position (masked afterwards).  Measured: :class:`~megatron_t2c.models.gpt.T2CGPTModel`
 of the same size on the same rows for every separation (none / partial / full) and objective (text-code, code,
-corrupt-code, prefix-code; batches from :func:`megatron_t2c.objectives.build_batch`, row ids from the layout).
+corrupt-code, prefix-code; batches from :func:`megatron_t2c.mrpt.objectives.build_batch`, row ids from the layout).
 A step is what training does: forward, backward, megatron DDP grad sync and one megatron Adam step.  Goal:
 every ratio (ours / stock) at most 1.10.
 
@@ -30,11 +30,10 @@ import time
 import warnings
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from megatron_t2c.cli import option, parse_config  # noqa: E402
+from megatron_t2c.utils.dataclass_flags import option, parse_config
 
 OBJECTIVES = ("text-code", "code", "corrupt-code", "prefix-code")
 SEPARATIONS = ("none", "partial", "full")
@@ -63,8 +62,8 @@ class BenchConfig:
 
 def synthetic_pieces(vocab_size: int) -> list[str]:
     """Specials, the 256 byte pieces, Python grammar words (plain and with ``▁``), then filler."""
-    from megatron_t2c import special_tokens as st
-    from megatron_t2c.separation import grammar_words
+    from megatron_t2c.mrpt import special_tokens as st
+    from megatron_t2c.mrpt.separation import grammar_words
 
     pieces = sorted(st.IDS, key=st.IDS.get) + [f"<0x{b:02X}>" for b in range(256)]
     words = sorted(grammar_words())
@@ -75,7 +74,7 @@ def synthetic_pieces(vocab_size: int) -> list[str]:
 
 def packed_rows(batch: int, seq: int, vocab_size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(tokens, labels)``: PanGu documents (docstring 8-40, code 30-200 tokens) packed back to back."""
-    from megatron_t2c import special_tokens as st
+    from megatron_t2c.mrpt import special_tokens as st
 
     gen = torch.Generator().manual_seed(seed)
     need = batch * (seq + 1)
@@ -121,7 +120,7 @@ def _ddp_and_optimizer(config, module):
 
 
 def _batch(bench: BenchConfig, tokens, labels, objective: str, device):
-    from megatron_t2c.objectives import build_batch
+    from megatron_t2c.mrpt.objectives import build_batch
 
     b = build_batch(tokens, labels, "pangu", objective, seed=0, sample_ids=torch.arange(len(tokens)),
                     vocab_size=bench.vocab_size)
@@ -133,7 +132,7 @@ def stock_case(bench: BenchConfig, model_config, tokens, labels, device) -> Case
     from megatron.core.models.gpt import GPTModel
     from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 
-    from megatron_t2c.modality_embedding import padded_vocab_size
+    from megatron_t2c.models.row_layout import padded_vocab_size
 
     tc = model_config.transformer_config()
     gpt = GPTModel(config=tc, transformer_layer_spec=get_gpt_layer_local_spec(),
@@ -148,8 +147,8 @@ def stock_case(bench: BenchConfig, model_config, tokens, labels, device) -> Case
 
 def our_cases(bench: BenchConfig, model_config, separation: str, pieces, tokens, labels, device) -> list[Case]:
     """T2CGPTModel with ``separation``, one case per objective (sharing the model and optimizer)."""
-    from megatron_t2c.model import build_model, make_layout
-    from megatron_t2c.separation import separated_token_ids
+    from megatron_t2c.models.gpt import build_model, make_layout
+    from megatron_t2c.mrpt.separation import separated_token_ids
 
     layout = make_layout(model_config, separated_token_ids(separation, pieces), bench.vocab_size)
     t2c = build_model(dataclasses.replace(model_config, separation=separation), layout).to(device)
@@ -190,10 +189,10 @@ def main(argv=None) -> dict:
     warnings.filterwarnings("ignore", category=FutureWarning)
     if bench.threads:
         torch.set_num_threads(bench.threads)
-    from megatron_t2c import parallel
-    from megatron_t2c.model import ModelConfig
+    from megatron_t2c.runtime import distributed
+    from megatron_t2c.models.gpt import ModelConfig
 
-    parallel.initialize_distributed(1, 1, cpu=bench.cpu, seed=1234)
+    distributed.initialize_distributed(1, 1, cpu=bench.cpu, seed=1234)
     device = torch.device("cpu") if bench.cpu else torch.device("cuda", torch.cuda.current_device())
     model_config = ModelConfig(preset=bench.preset, attention_backend=bench.attention_backend,
                                attention_dropout=0.0 if bench.attention_backend == "flex" else 0.1)
@@ -243,7 +242,7 @@ def main(argv=None) -> dict:
     if bench.output:
         with open(bench.output, "w", encoding="utf-8") as fh:
             json.dump(result, fh, indent=2)
-    parallel.destroy_distributed()
+    distributed.destroy_distributed()
     return result
 
 

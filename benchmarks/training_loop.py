@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What the training loop of ``pretrain_t2c.py`` adds to the model's bare step, in one run.
 
-* **loop**: :meth:`megatron_t2c.training.Trainer.train` exactly as ``pretrain_t2c.py`` runs it -- batches read
+* **loop**: :meth:`megatron_t2c.training.loop.Trainer.train` exactly as ``pretrain_t2c.py`` runs it -- batches read
   from the megatron ``GPTDataset`` and built per objective, the loss reduction, a JSONL record per step,
   TensorBoard scalars, a console line every ``--log-interval`` steps and a distributed checkpoint every
   ``--save-interval`` steps.  Its steady-state step time is the wall time between the records of step
@@ -24,11 +24,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
+import torch
 
-from megatron_t2c.cli import option, parse_config  # noqa: E402
+from megatron_t2c.utils.dataclass_flags import option, parse_config
 
 
 @dataclass(kw_only=True)
@@ -72,8 +71,8 @@ def main(argv=None) -> int:
     bench = parse_config(BenchConfig, argv, description=__doc__.split("\n")[0], epilog="example:\n  bash examples/quickstart.sh   # makes runs/quickstart/data\n  python benchmarks/training_loop.py --output training_loop.json")
     if bench.threads:
         torch.set_num_threads(bench.threads)
-    from megatron_t2c.train_config import parse_run_config
-    from megatron_t2c.training import setup
+    from megatron_t2c.training.config import parse_run_config
+    from megatron_t2c.training.loop import setup
 
     work = tempfile.mkdtemp(prefix="t2c-loop-bench-")
     total = bench.warmup + bench.steps + 1
@@ -101,7 +100,7 @@ def main(argv=None) -> int:
 
     bare_after = _bare(trainer, batches)
     bare = (bare_before + bare_after) / 2
-    from megatron_t2c import parallel
+    from megatron_t2c.runtime import distributed as parallel
     parallel.destroy_distributed()
 
     tokens = gbs * bench.seq_length

@@ -14,7 +14,7 @@ DIST_SEED = 1234
 @pytest.fixture
 def dist():
     """Initialise one CPU rank (gloo, TP=1, PP=1, seed ``DIST_SEED``); yields, then tears everything down."""
-    from megatron_t2c import parallel  # imported here: most test modules never need megatron
+    from megatron_t2c.runtime import distributed as parallel  # imported here: most test modules never need megatron
 
     parallel.initialize_distributed(1, 1, cpu=True, seed=DIST_SEED)
     try:

@@ -1,113 +1,12 @@
-#!/usr/bin/env python
+#!/usr/bin/env python3
 """Convert megatron_t2c checkpoints to Hugging Face directories and back.
 
-A thin command line over :mod:`megatron_t2c.hf.convert`; see that module for the mapping.
+Same as ``t2c convert``: a thin wrapper over :func:`megatron_t2c.hf.commands.convert_main`; ``--help`` lists the flags.
 """
 
-from __future__ import annotations
-
-import dataclasses
-import json
 import sys
-from typing import Optional
 
-from megatron_t2c.cli import option, parse_config
+from megatron_t2c.hf.commands import convert_main as main
 
-DESCRIPTION = __doc__.split("\n\n")[0] + """
-
---to-hf: a megatron_t2c distributed checkpoint saved at any TP/PP (a run directory: its latest iteration, or
-an iteration directory) -> a directory that transformers' AutoModelForCausalLM / AutoTokenizer load
-(trust_remote_code=True): config.json, model.safetensors, generation_config.json (eos = [eoc]), the
-SentencePiece tokenizer, and -- for models that need it (separation, RoPE, prefix-code) -- the modelling code,
-with megatron_t2c's own modality rules, inside the directory.  A model without separation, with learned
-positions and not prefix-code, exports as a stock GPT2LMHeadModel (no remote model code).
-
---from-hf: a GPT2LMHeadModel (save_pretrained) or an exported T2C directory -> a megatron_t2c checkpoint
-(run directory) that loads at any TP/PP, e.g. to start MRPT from it with --init-from.
-
---verify: run both models on the same rows; print the max absolute logit difference and the top-1
-agreement; exit 1 above the tolerance (float32: 1e-4)."""
-
-EPILOG = """examples:
-  tools/convert_checkpoint.py --to-hf --load runs/mrpt-partial --output hf/mrpt-partial --verify
-  tools/convert_checkpoint.py --to-hf --load runs/mapt/iter_0050000 --output hf/mapt --dtype bfloat16
-  tools/convert_checkpoint.py --from-hf --load hf/mapt --output runs/mapt-back \\
-      --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --verify
-
-then, in Python (megatron_t2c need not be installed):
-  tok = AutoTokenizer.from_pretrained("hf/mrpt-partial", trust_remote_code=True)
-  model = AutoModelForCausalLM.from_pretrained("hf/mrpt-partial", trust_remote_code=True)
-  out = model.generate(**tok("[descr] Add two numbers. [python]", return_tensors="pt"), max_new_tokens=64)"""
-
-
-@dataclasses.dataclass
-class ConvertConfig:
-    """Checkpoint conversion."""
-
-    load: str = option(help="what to convert: a megatron_t2c checkpoint (--to-hf) or a Hugging Face "
-                       "directory (--from-hf)")
-    output: str = option(help="where to write: a Hugging Face directory (--to-hf) or a checkpoint run "
-                         "directory (--from-hf)")
-    to_hf: bool = option(False, "megatron_t2c checkpoint -> Hugging Face directory")
-    from_hf: bool = option(False, "Hugging Face directory -> megatron_t2c checkpoint")
-    verify: bool = option(False, "compare both models' logits after converting; exit 1 above the tolerance")
-    tolerance: Optional[float] = option(None, "--verify tolerance on the max |logit difference| "
-                                        "(default: 1e-4 for float32 weights, 5e-2 for bfloat16)")
-    model_class: str = option("auto", "--to-hf: the Hugging Face class: auto (stock GPT-2 when it is exact, "
-                              "else T2CForCausalLM), gpt2, t2c", choices=("auto", "gpt2", "t2c"))
-    dtype: Optional[str] = option(None, "--to-hf: weight dtype of the export (default: the checkpoint's)",
-                                  choices=("float32", "bfloat16", "float16"))
-    tokenizer_model: Optional[str] = option(None, "the SentencePiece model (default: the checkpoint's / the "
-                                            "directory's tokenizer.model)")
-    tensor_model_parallel_size: int = option(1, "--from-hf: the TP size the checkpoint is meant for (checked "
-                                             "and recorded; checkpoints load at any size)")
-    pipeline_model_parallel_size: int = option(1, "--from-hf: the PP size, likewise")
-    format: Optional[str] = option(None, "--from-hf: sample format when the directory does not say "
-                                   "(default pangu)", choices=("pangu", "pycodegpt"))
-    objective: Optional[str] = option(None, "--from-hf: MRPT objective to record when the directory does not "
-                                      "say (default text-code)",
-                                      choices=("text-code", "code", "corrupt-code", "prefix-code"))
-    overwrite: bool = option(False, "--to-hf: replace the contents of a non-empty --output")
-    verify_json: Optional[str] = option(None, "--verify: also write the result (max |logit difference|, top-1 "
-                                        "agreement, tolerance, ok) to this JSON file")
-
-
-def main(argv: list[str] | None = None) -> int:
-    config = parse_config(ConvertConfig, argv, description=DESCRIPTION, epilog=EPILOG)
-    if config.to_hf == config.from_hf:
-        print("error: pass exactly one of --to-hf and --from-hf", file=sys.stderr)
-        return 2
-    from megatron_t2c.checkpointing import CheckpointError
-    from megatron_t2c.hf import convert
-
-    try:
-        if config.to_hf:
-            summary = convert.export_to_hf(config.load, config.output, model_class=config.model_class,
-                                           dtype=config.dtype, tokenizer_model=config.tokenizer_model,
-                                           overwrite=config.overwrite)
-            print(json.dumps(dataclasses.asdict(summary)))
-            checkpoint, hf_dir = summary.checkpoint, config.output
-        else:
-            checkpoint = convert.import_from_hf(
-                config.load, config.output, tensor_model_parallel_size=config.tensor_model_parallel_size,
-                pipeline_model_parallel_size=config.pipeline_model_parallel_size,
-                tokenizer_model=config.tokenizer_model, sample_format=config.format, objective=config.objective)
-            print(json.dumps({"checkpoint": checkpoint, "from": config.load}))
-            hf_dir = config.load
-        if config.verify:
-            result = convert.verify(checkpoint, hf_dir, tolerance=config.tolerance)
-            print(f"verify: {result}")
-            if config.verify_json:
-                from megatron_t2c.atomic import write_json
-
-                write_json(config.verify_json, dict(dataclasses.asdict(result), ok=bool(result.ok)))
-            if not result.ok:
-                return 1
-    except (CheckpointError, convert.ConversionError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":  # guarded: dist_checkpointing starts helper processes that re-import __main__
+if __name__ == "__main__":  # guarded: checkpoint writers and worker pools start helper processes
     sys.exit(main())

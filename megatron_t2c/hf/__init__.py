@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import sys
 
-from .. import modality, objectives, special_tokens
+from megatron_t2c.mrpt import modality
+from megatron_t2c.mrpt import objectives
+from megatron_t2c.mrpt import special_tokens
 
 #: megatron_t2c modules the remote code imports as siblings; shipped verbatim in exported directories.
 SHIPPED_MODULES = (modality, objectives, special_tokens)

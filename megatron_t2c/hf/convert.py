@@ -26,7 +26,7 @@ code).  Anything else (separation, RoPE, a prefix-LM) exports as ``T2CForCausalL
 
 **Import** (:func:`import_from_hf`): a ``GPT2LMHeadModel`` (``save_pretrained``) or an exported
 ``T2CForCausalLM`` directory becomes a megatron_t2c checkpoint: the inverse mapping into a TP=1/PP=1
-:class:`~megatron_t2c.model.T2CGPTModel`, saved with :func:`~megatron_t2c.checkpointing.save_checkpoint`.
+:class:`~megatron_t2c.models.gpt.T2CGPTModel`, saved with :func:`~megatron_t2c.training.checkpointing.save_checkpoint`.
 Checkpoints are TP/PP-agnostic, so any requested TP/PP is validated against the architecture, recorded in the
 run info (``config.target_parallel``) and the checkpoint loads at that size.
 
@@ -49,10 +49,10 @@ from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 
-from .. import special_tokens as st
-from ..checkpointing import CheckpointError, read_run_info, resolve
-from . import SHIPPED_MODULES
-from .configuration_t2c import id_ranges
+from megatron_t2c.mrpt import special_tokens as st
+from megatron_t2c.training.checkpointing import CheckpointError, read_run_info, resolve
+from megatron_t2c.hf import SHIPPED_MODULES
+from megatron_t2c.hf.configuration_t2c import id_ranges
 
 __all__ = ["ConversionError", "ExportSummary", "MegatronTensors", "HFArchitecture", "export_to_hf",
            "import_from_hf", "verify", "deinterleave_qkv", "interleave_qkv", "write_safetensors"]
@@ -209,7 +209,7 @@ class HFArchitecture:
                               activation_function="gelu", resid_pdrop=self.hidden_dropout,
                               embd_pdrop=self.hidden_dropout, attn_pdrop=self.attention_dropout,
                               architectures=["GPT2LMHeadModel"], **common)
-        from .configuration_t2c import T2CConfig
+        from megatron_t2c.hf.configuration_t2c import T2CConfig
 
         return T2CConfig(hidden_size=self.hidden_size, num_hidden_layers=self.num_layers,
                          num_attention_heads=self.num_attention_heads, num_key_value_heads=self.num_query_groups,
@@ -487,7 +487,7 @@ def generation_config(arch: HFArchitecture):
 
 def write_tokenizer(output: str, tokenizer_model: str, seq_length: int) -> None:
     """``tokenizer.model``, ``tokenization_t2c.py`` (+ ``special_tokens.py``) and ``tokenizer_config.json``."""
-    from .tokenization_t2c import T2CTokenizer
+    from megatron_t2c.hf.tokenization_t2c import T2CTokenizer
 
     tokenizer = T2CTokenizer(tokenizer_model, model_max_length=seq_length)
     tokenizer.save_pretrained(output)
@@ -502,7 +502,7 @@ def write_tokenizer(output: str, tokenizer_model: str, seq_length: int) -> None:
 
 
 def _check_tokenizer(path: str, vocab_size: int) -> None:
-    from ..tokenizer import T2CTokenizerCore  # checks the special ids; no megatron import
+    from megatron_t2c.tokenizer.sentencepiece import T2CTokenizerCore  # checks the special ids; no megatron import
 
     try:
         tokenizer = T2CTokenizerCore(path)
@@ -645,7 +645,7 @@ def _single_rank():
     """megatron's parallel state for one CPU rank (TP=PP=1), unless the caller already set one up."""
     from megatron.core import parallel_state
 
-    from .. import parallel
+    from megatron_t2c.runtime import distributed as parallel
 
     if parallel_state.model_parallel_is_initialized():
         yield
@@ -658,7 +658,7 @@ def _single_rank():
 
 
 def _model_config(arch: HFArchitecture):
-    from ..model import PRESETS, ModelConfig
+    from megatron_t2c.models.gpt import PRESETS, ModelConfig
 
     preset = next((name for name, p in PRESETS.items() if (p.num_layers, p.hidden_size, p.num_attention_heads,
                    p.seq_length) == (arch.num_layers, arch.hidden_size, arch.num_attention_heads,
@@ -696,8 +696,8 @@ def import_from_hf(hf_dir: str, output: str, *, tensor_model_parallel_size: int 
     the requested sizes are checked against the architecture and recorded in the run info.  Returns the
     iteration directory.
     """
-    from ..checkpointing import make_run_info, save_checkpoint
-    from ..model import build_model, make_layout
+    from megatron_t2c.training.checkpointing import make_run_info, save_checkpoint
+    from megatron_t2c.models.gpt import build_model, make_layout
 
     config_path = os.path.join(hf_dir, "config.json")
     if not os.path.isfile(config_path):
@@ -778,8 +778,8 @@ def megatron_logits(model, tokens: torch.Tensor, arch: HFArchitecture) -> torch.
     """``[b, s, V]`` logits of our (single-stage, TP=1) model on ``tokens``: row ids from the tokens'
     modality, the output space from their segments, the objective's attention (causal; prefix-code: the
     prefix both ways)."""
-    from ..modality import modality_ids, segment_ids
-    from ..objectives import attention_mask
+    from megatron_t2c.mrpt.modality import modality_ids, segment_ids
+    from megatron_t2c.mrpt.objectives import attention_mask
 
     modality = modality_ids(tokens, arch.sample_format)
     mask = attention_mask(tokens, arch.sample_format, "prefix-code") if arch.prefix_lm else None
@@ -813,7 +813,7 @@ def verify(checkpoint: str, hf_dir: str, *, rows: int = 4, length: int = 48, tol
     rows.  The default tolerance is that of the less precise of the two weight dtypes (:data:`TOLERANCE`)."""
     from transformers import AutoModelForCausalLM
 
-    from ..checkpointing import model_from_checkpoint
+    from megatron_t2c.training.checkpointing import model_from_checkpoint
 
     info = read_run_info(checkpoint)
     arch = HFArchitecture.from_run_info(info)

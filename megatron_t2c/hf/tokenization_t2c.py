@@ -1,6 +1,6 @@
 """The megatron_t2c SentencePiece tokenizer as a Hugging Face tokenizer (remote code of exported directories).
 
-Encoding is exactly :meth:`megatron_t2c.tokenizer.T2CTokenizerCore.tokenize`: SentencePiece on the raw text
+Encoding is exactly :meth:`megatron_t2c.tokenizer.sentencepiece.T2CTokenizerCore.tokenize`: SentencePiece on the raw text
 (identity normalisation, no dummy prefix, byte fallback; marker text such as ``[descr]``/``[python]`` becomes
 the markers' ids, being user-defined pieces), except that a literal ``▁`` (SentencePiece's escaped space) is
 written as its three UTF-8 byte pieces.  No BOS/EOS is added.  Decoding is SentencePiece's ``decode`` of the

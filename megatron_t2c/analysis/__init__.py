@@ -1,0 +1,1 @@
+"""Analysis of trained models: embedding spaces (t-SNE), contamination, checkpoint correlation, the report."""

@@ -1,0 +1,158 @@
+"""See exactly what one objective and separation feed the model: per-position JSON of packed sequences.
+
+Documents come from JSONL extraction records (``--input``: formatted and encoded as preprocessing does) or
+from a megatron-core indexed dataset (``--dataset PREFIX``), in order.  They are packed as megatron-core's
+``GPTDataset`` packs them (without shuffling): the token streams are concatenated and sequence ``i`` is
+``stream[i*S : i*S + S + 1]`` (``S`` = ``seq_length``; consecutive sequences share one token), with
+``tokens = row[:-1]``, ``labels = row[1:]``; a tail too short for a whole row is left out.  The sequence
+index is the ``sample_id`` of the corruption hash.
+
+Every sequence becomes one JSON object (:func:`sequence_json`) with, per position: ``piece``, ``token_id``,
+``modality`` (of the token: ``shared|docstring|code``), ``row``, ``position_id``, ``loss``, ``input_id``
+(after corruption), ``input_piece``, ``label_id`` and ``attends`` (``[start, end)`` key ranges).
+
+``row`` is the embedding row the input uses, in a simple global layout for display: the base id for
+shared and docstring tokens and for code tokens without a code row; ``vocab_size + j`` for a code token
+that is the ``j``-th (from 0) id of the sorted separated list.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import IO, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+
+from megatron_t2c.mrpt import objectives
+from megatron_t2c.mrpt import separation
+from megatron_t2c.utils.dataclass_flags import option
+from megatron_t2c.mrpt.formats import FORMATS, INCLUDE, format_record, included
+from megatron_t2c.mrpt.modality import CODE, DOCSTRING, SHARED
+
+MODALITY_NAMES = {SHARED: "shared", DOCSTRING: "docstring", CODE: "code"}
+
+
+@dataclass(kw_only=True)
+class InspectConfig:
+    """What to pack and show."""
+
+    tokenizer_model: str = option(help="SentencePiece model from tools/train_tokenizer.py", metavar="P.model")
+    input: str | None = option(None, "JSONL extraction records (fields docstring, code, normalised) to pack",
+                               metavar="FILE.jsonl")
+    dataset: str | None = option(None, "megatron indexed dataset: the documents to pack when there is no "
+                                       "--input, and the usage counts of --separation auto", metavar="PREFIX")
+    format: str = option("pangu", "sample format", choices=FORMATS)
+    include: str = option("text-code", "records of --input to keep", choices=INCLUDE)
+    objective: str = option("text-code", "MRPT objective", choices=objectives.OBJECTIVES)
+    separation: str = option("none", "which tokens get a code row", choices=separation.MODES)
+    k: int = option(256, "--separation auto: how many tokens to separate")
+    min_count: int = option(5, "--separation auto: least occurrences for a token to be considered")
+    seq_length: int = option(128, "tokens per packed sequence")
+    max_sequences: int = option(4, "print at most this many sequences")
+    seed: int = option(1234, "corruption seed (corrupt-code)")
+    print_separation: bool = option(False, "print the separated tokens (id, piece) to stderr")
+
+
+def record_documents(path: str, tokenizer, fmt: str, include: str) -> Iterator[np.ndarray]:
+    """The encoded documents of the kept records of a JSONL file, in order (blank lines skipped)."""
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            if included(record, include):
+                yield np.asarray(tokenizer.encode_sample(format_record(record, fmt)), dtype=np.int64)
+
+
+def dataset_documents(prefix: str) -> Iterator[np.ndarray]:
+    """The documents of a megatron-core indexed dataset, in order."""
+    from megatron_t2c.data.preprocess import _import_indexed_dataset
+
+    dataset = _import_indexed_dataset().IndexedDataset(str(prefix))
+    for i in range(len(dataset)):
+        yield np.asarray(dataset[i], dtype=np.int64)
+
+
+def pack(documents: Iterable[np.ndarray], seq_length: int, max_sequences: int) -> np.ndarray:
+    """``[n, seq_length + 1]`` rows packed as ``GPTDataset`` does (see the module notes); reads only what it needs."""
+    if seq_length < 1 or max_sequences < 0:
+        raise ValueError("seq_length must be positive and max_sequences non-negative")
+    needed = max_sequences * seq_length + 1
+    parts, total = [], 0
+    for doc in documents:
+        if total >= needed:
+            break
+        parts.append(doc)
+        total += len(doc)
+    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    n = min(max_sequences, max(0, (len(stream) - 1) // seq_length))
+    return np.stack([stream[i * seq_length:i * seq_length + seq_length + 1] for i in range(n)]) if n else \
+        np.zeros((0, seq_length + 1), dtype=np.int64)
+
+
+def separated_ids(config: InspectConfig, pieces: Sequence[str], tokenizer) -> list[int]:
+    """The separated ids for ``config.separation`` (auto: counts from ``--dataset``, else from ``--input``)."""
+    if config.separation != "auto":
+        return separation.separated_token_ids(config.separation, pieces)
+    if config.dataset:
+        counts = separation.count_dataset_usage(config.dataset, config.format, len(pieces))
+    elif config.input:
+        documents = record_documents(config.input, tokenizer, config.format, config.include)
+        counts = separation.count_modality_usage(documents, config.format, len(pieces))
+    else:
+        raise ValueError("--separation auto needs --dataset or --input for its usage counts")
+    return separation.separated_token_ids("auto", pieces, k=config.k, doc_counts=counts[0],
+                                          code_counts=counts[1], min_count=config.min_count)
+
+
+def sequence_json(index: int, tokens: Sequence[int], batch: objectives.Batch, row: int, pieces: Sequence[str],
+                  code_rows: dict[int, int], config: InspectConfig) -> dict:
+    """Packed sequence ``index`` (its original ``tokens``, row ``row`` of ``batch``) as a JSON-ready dict.
+
+    ``code_rows`` maps each separated id to its index in the sorted separated list.
+    """
+    vocab_size = len(pieces)
+    fields = {name: getattr(batch, name)[row].tolist() for name in
+              ("input_ids", "labels", "loss_mask", "position_ids", "modality")}
+    ranges = objectives.attends(batch.attention_mask[row])
+    positions = []
+    for i, token_id in enumerate(tokens):
+        input_id, modality = fields["input_ids"][i], fields["modality"][i]
+        embedding_row = vocab_size + code_rows[input_id] if modality == CODE and input_id in code_rows else input_id
+        positions.append({
+            "piece": pieces[token_id], "token_id": token_id, "modality": MODALITY_NAMES[modality],
+            "row": embedding_row, "position_id": fields["position_ids"][i], "loss": bool(fields["loss_mask"][i]),
+            "input_id": input_id, "input_piece": pieces[input_id], "label_id": fields["labels"][i],
+            "attends": ranges[i],
+        })
+    return {"sequence": index, "sample_id": index, "format": config.format, "objective": config.objective,
+            "separation": config.separation, "separated": len(code_rows), "vocab_size": vocab_size,
+            "seq_length": len(tokens), "positions": positions}
+
+
+def inspect(config: InspectConfig, out: IO[str], err: IO[str] | None = None) -> int:
+    """Write one JSON line per packed sequence to ``out``; returns how many."""
+    from megatron_t2c.tokenizer.sentencepiece import T2CTokenizerCore  # load_tokenizer's class without importing megatron-core (seconds)
+
+    if not config.input and not config.dataset:
+        raise ValueError("give --input FILE.jsonl or --dataset PREFIX")
+    tokenizer = T2CTokenizerCore(config.tokenizer_model)
+    pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
+    ids = separated_ids(config, pieces, tokenizer)
+    if config.print_separation and err is not None:
+        print(separation.describe(ids, pieces), file=err)
+    documents = (record_documents(config.input, tokenizer, config.format, config.include) if config.input
+                 else dataset_documents(config.dataset))
+    rows = torch.from_numpy(pack(documents, config.seq_length, config.max_sequences))
+    if not len(rows):
+        return 0
+    tokens, labels = rows[:, :-1], rows[:, 1:]
+    batch = objectives.build_batch(tokens, labels, config.format, config.objective, seed=config.seed,
+                                   sample_ids=torch.arange(len(rows)), vocab_size=len(pieces))
+    code_rows = {token_id: j for j, token_id in enumerate(ids)}
+    for i in range(len(rows)):
+        record = sequence_json(i, tokens[i].tolist(), batch, i, pieces, code_rows, config)
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return len(rows)

@@ -1,0 +1,330 @@
+"""The generate stage: sample completions of HumanEval or MBPP prompts from a megatron_t2c checkpoint.
+
+    python tasks/evaluate.py generate --task humaneval --checkpoint runs/mrpt --output samples.jsonl \\
+        --n-samples 200 --temperature 0.95 --top-p 0.8            # pass@10 / pass@100 (paper)
+    python tasks/evaluate.py generate --task humaneval --checkpoint runs/mrpt --output greedy.jsonl --greedy
+    python tasks/evaluate.py generate --task humaneval --incremental --greedy ...   # paper §3.4 prompts
+    torchrun --nproc-per-node 4 tasks/evaluate.py generate --tensor-model-parallel-size 2 ...  # TP 2 x DP 2
+
+Prompts (:mod:`megatron_t2c.evaluation.problem`): PanGu ``[descr] description [python] signature``, PyCodeGPT ``[sos] signature
+[descr] description [python]``; ``--incremental``: the incremental prompts ``<task id>#<i>`` (signature plus
+the first ``i`` reference body lines) instead of the plain ones.  The format and the objective (``prefix-code``:
+bidirectional prompt prefix) come from the checkpoint's run info; the tokenizer from the checkpoint.
+
+**Samples** (``--output``, JSON lines; the record format that ``megatron_t2c/evaluation/execute.py`` reads): ``task_id``
+(``HumanEval/0``, or ``HumanEval/0#3`` for incremental prompt 3), ``completion`` (de-normalised source that
+continues the prompt's code: for a plain prompt the function body after the signature, for an incremental
+prompt the lines after the reference prefix, absolute indentation), ``prompt_format`` (the format: marks the
+record as ours), ``prefix_index`` (0 plain, ``i`` incremental), ``base_task_id``, ``sample_index``,
+``source`` = ``"megatron_t2c"``, plus ``function`` (the de-normalised prompt code + ``completion``: the whole
+function as executed, with the normalised signature), ``generation`` (the
+generated normalised text), ``num_tokens``, ``stop`` (``eoc``, ``max_new_tokens``, ``context``, or ``prompt_too_long``: the prompt
+leaves no room in the model's context, the sample is empty), ``task``,
+``sampling`` (the settings) and ``checkpoint_iteration``.
+
+**Resume**: samples are appended and flushed as each batch finishes; rerunning the same command skips the
+``(task_id, sample_index)`` pairs already in ``--output`` (a truncated last line, from a killed run, is cut
+off and redone).  Samples are seeded per ``(seed, task_id, sample_index)``, so a resumed run writes the same
+samples an uninterrupted one would (up to floating-point differences between batch compositions).
+
+Parallelism: under torchrun, ``--tensor-model-parallel-size`` ranks share the model and compute together;
+the remaining factor of the world size is data parallel (batches are dealt out round-robin) and only global
+rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+
+from megatron_t2c.utils.dataclass_flags import option, parse_configs
+from megatron_t2c.inference.generator import SamplingConfig
+
+TASKS = ("humaneval", "mbpp")
+SOURCE = "megatron_t2c"
+DTYPES = ("fp32", "bf16", "fp16")
+
+EPILOG = """examples:
+  python tasks/evaluate.py generate --task humaneval --checkpoint runs/mrpt --output greedy.jsonl --greedy
+  python tasks/evaluate.py generate --task humaneval --checkpoint runs/mrpt --output s200.jsonl \\
+      --n-samples 200 --temperature 0.95 --top-p 0.8 --batch-size 50
+
+  Rerun the same command after an interruption: finished samples are kept, the rest are generated."""
+
+
+@dataclasses.dataclass
+class GenerateConfig:
+    """Sample completions of benchmark prompts from a checkpoint (KV-cached, batched, resumable)."""
+
+    task: str = option(help="benchmark", choices=TASKS)
+    checkpoint: str = option(help="checkpoint: a run directory (its latest iteration) or an iteration directory",
+                             metavar="DIR")
+    output: str = option(help="samples, JSON lines; resumed if it exists", metavar="FILE.jsonl")
+    incremental: bool = option(False, "generate for the incremental prompts (<task id>#<i>, paper §3.4) "
+                                      "instead of the plain ones")
+    tokenizer_model: Optional[str] = option(None, "SentencePiece model (default: the one stored in the "
+                                                  "checkpoint)", metavar="FILE")
+    format: Optional[str] = option(None, "prompt format (default: the checkpoint's)",
+                                   choices=("pangu", "pycodegpt"))
+    n_samples: int = option(1, "samples per prompt (paper: 1 greedy for pass@1, 200 for pass@10/100)")
+    batch_size: int = option(16, "sequences decoded together per rank")
+    mbpp_path: Optional[str] = option(None, "the official mbpp.jsonl (default: ../shared/data/mbpp.jsonl "
+                                            "from the repository root)", metavar="P")
+    mbpp_split: str = option("test", "MBPP split: test (task ids 11-510) or validation (the dev set, 511-600)",
+                             choices=("test", "validation"))
+    limit: Optional[int] = option(None, "only the first N prompts (problems, or incremental prompts)")
+    cpu: bool = option(False, "run on the CPU (gloo) instead of CUDA")
+    tensor_model_parallel_size: int = option(1, "tensor-parallel ranks per model replica (under torchrun)")
+    dtype: str = option("fp32", "compute precision of the model", choices=DTYPES)
+    progress: bool = option(True, "show a progress bar with tokens/s")
+
+    def __post_init__(self):
+        if self.n_samples < 1 or self.batch_size < 1:
+            raise ValueError("--n-samples and --batch-size must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError("--limit must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptItem:
+    """One prompt: a plain benchmark prompt or an incremental one."""
+
+    task_id: str
+    base_task_id: str
+    prefix_index: int
+    ids: tuple[int, ...]
+
+
+# --------------------------------------------------------------------------------------------- prompts
+def load_problems(task: str, mbpp_path: Optional[str] = None, mbpp_split: str = "test"):
+    if task == "humaneval":
+        from megatron_t2c.evaluation.tasks.humaneval import load_humaneval
+
+        return load_humaneval()
+    if task == "mbpp":
+        from megatron_t2c.evaluation.tasks.mbpp import load_mbpp
+
+        return load_mbpp(mbpp_path, split=mbpp_split)
+    raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+
+
+def build_prompts(problems, tokenizer, fmt: str, incremental: bool, limit: Optional[int] = None) -> list[PromptItem]:
+    """The prompts in benchmark order (incremental: every problem's prompts ``#1 ..`` in turn)."""
+    items: list[PromptItem] = []
+    for problem in problems:
+        if limit is not None and len(items) >= limit:
+            break
+        if incremental:
+            for q in problem.incremental():
+                items.append(PromptItem(q.task_id, q.base_task_id, q.index, tuple(tokenizer.encode_sample(q.prompt(fmt)))))
+        else:
+            items.append(PromptItem(problem.task_id, problem.task_id, 0, tuple(tokenizer.encode_sample(problem.prompt(fmt)))))
+    return items[:limit] if limit is not None else items
+
+
+# ---------------------------------------------------------------------------------------------- output
+def read_done(path: str | os.PathLike) -> dict[tuple[str, int], dict]:
+    """Records already in ``path`` by ``(task_id, sample_index)``; a truncated last line is cut off the file."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):  # a killed run: drop the partial record, it is redone
+        keep = data.rfind(b"\n") + 1
+        with open(path, "r+b") as fh:
+            fh.truncate(keep)
+        print(f"{path}: dropped a truncated last line", file=sys.stderr)
+        data = data[:keep]
+    done = {}
+    for lineno, line in enumerate(data.decode("utf-8").split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            done[(str(record["task_id"]), int(record["sample_index"]))] = record
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise SystemExit(f"error: {path}:{lineno} is not a sample record of this stage; choose another "
+                             "--output") from None
+    return done
+
+
+def check_resumable(done: dict, *, task: str, fmt: str, sampling: dict, keys: set) -> None:
+    """Refuse to mix samples of other settings into one file (for the pairs this run would write)."""
+    for key, record in done.items():
+        if key not in keys:
+            continue
+        theirs = (record.get("task"), record.get("prompt_format"), record.get("sampling"))
+        if theirs != (task, fmt, sampling):
+            raise SystemExit(f"error: the output already holds {key[0]} sample {key[1]} made with other settings "
+                             f"(task, format, sampling = {theirs}, now {(task, fmt, sampling)}); choose another "
+                             "--output")
+
+
+def make_record(item: PromptItem, sample_index: int, result, tokenizer, fmt: str, task: str, sampling: dict,
+                iteration: Any) -> dict:
+    """The sample record of one generation (see the module docstring)."""
+    from megatron_t2c.inference.generator import completion_of, function_source, prompt_code_source
+
+    prompt_source = prompt_code_source(tokenizer, item.ids, fmt)
+    completion = completion_of(prompt_source, function_source(tokenizer, item.ids, result.tokens, fmt))
+    record = {"task_id": item.task_id, "completion": completion, "prompt_format": fmt,
+              "prefix_index": item.prefix_index, "base_task_id": item.base_task_id, "sample_index": sample_index,
+              "source": SOURCE, "function": prompt_source + completion, "generation": tokenizer.detokenize(result.tokens),
+              "num_tokens": len(result.tokens), "stop": result.stop, "task": task, "sampling": sampling,
+              "checkpoint_iteration": iteration}
+    return record
+
+
+# ----------------------------------------------------------------------------------------------- stage
+def _torch_dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def _broadcast_object(obj: Any) -> Any:
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather_records(records: list[dict]) -> list[dict]:
+    """Every data-parallel replica's records on global rank 0 (only TP rank 0 of a replica contributes)."""
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return records
+    gathered: Optional[list] = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(records, gathered, dst=0)
+    if dist.get_rank() != 0:
+        return []
+    return [r for part in gathered for r in part]
+
+
+def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]:
+    """Run the stage (under the current process group, initialised here); returns a summary."""
+    import torch.distributed as dist
+    from megatron.core import parallel_state
+
+    from megatron_t2c.training import checkpointing
+    from megatron_t2c.runtime import distributed as parallel
+    from megatron_t2c.inference.generator import GenerationResult, Generator, sequence_key
+    from megatron_t2c.tokenizer.sentencepiece import load_tokenizer
+
+    if sampling.greedy and config.n_samples > 1:
+        warnings.warn("--greedy with --n-samples > 1 gives identical samples")
+    parallel.initialize_distributed(config.tensor_model_parallel_size, 1, cpu=config.cpu, seed=sampling.seed)
+    try:
+        ckpt = checkpointing.resolve(config.checkpoint)
+        info = checkpointing.read_run_info(ckpt)
+        fmt = config.format or info["format"]
+        objective = info["objective"]
+        tokenizer_file = config.tokenizer_model or checkpointing.tokenizer_path(ckpt)
+        expected = (info.get("tokenizer") or {}).get("sha256")
+        if expected and checkpointing.file_sha256(tokenizer_file) != expected:
+            raise SystemExit(f"error: {tokenizer_file} is not the tokenizer {ckpt} was trained with")
+        tokenizer = load_tokenizer(tokenizer_file)
+        model, info = checkpointing.model_from_checkpoint(ckpt)
+        model.to(_torch_dtype(config.dtype))
+
+        rank = dist.get_rank()
+        tp_rank = parallel_state.get_tensor_model_parallel_rank()
+        dp_rank = parallel_state.get_data_parallel_rank()
+        dp_size = parallel_state.get_data_parallel_world_size()
+        described = sampling.describe()
+
+        items = build_prompts(load_problems(config.task, config.mbpp_path, config.mbpp_split), tokenizer, fmt, config.incremental,
+                              config.limit)
+        units = [(item, s) for item in items for s in range(config.n_samples)]
+        done_keys = None
+        if rank == 0:
+            done = read_done(config.output)
+            check_resumable(done, task=config.task, fmt=fmt, sampling=described,
+                            keys={(item.task_id, s) for item, s in units})
+            done_keys = set(done)
+        done_keys = _broadcast_object(done_keys)
+        todo = [(item, s) for item, s in units if (item.task_id, s) not in done_keys]
+        generator = Generator(model, fmt, objective, max_batch_size=config.batch_size)
+        # A prompt that leaves no room in the model's context gets an empty sample (counted, and it fails
+        # when executed) instead of stopping the stage.
+        too_long = [(item, s) for item, s in todo if len(item.ids) >= generator.context_length]
+        todo = [(item, s) for item, s in todo if len(item.ids) < generator.context_length]
+        batches = [todo[lo:lo + config.batch_size] for lo in range(0, len(todo), config.batch_size)]
+        rounds = (len(batches) + dp_size - 1) // dp_size
+        bar = None
+        if rank == 0 and config.progress and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo) * sampling.max_new_tokens, unit="tok", desc=f"generate {config.task}",
+                       dynamic_ncols=True, smoothing=0.1)
+        if rank == 0:
+            print(f"{config.task}: {len(items)} prompts x {config.n_samples} samples, {len(units) - len(todo)} "
+                  f"already in {config.output}, {len(todo)} to generate ({fmt}, {objective}, "
+                  f"TP={parallel_state.get_tensor_model_parallel_world_size()}, DP={dp_size})", file=sys.stderr)
+        out = open(config.output, "a", encoding="utf-8") if rank == 0 else None
+        written, tokens, start = 0, 0, time.perf_counter()
+        if out is not None and too_long:
+            print(f"{len(too_long)} prompt(s) of {generator.context_length} tokens or more: written as empty samples "
+                  "(stop = prompt_too_long)", file=sys.stderr)
+            empty = GenerationResult(tokens=[], stop="prompt_too_long")
+            out.write("".join(json.dumps(make_record(item, s, empty, tokenizer, fmt, config.task, described,
+                                                     info.get("iteration"))) + "\n" for item, s in too_long))
+            out.flush()
+            written += len(too_long)
+        try:
+            for r in range(rounds):
+                index = r * dp_size + dp_rank
+                batch = batches[index] if index < len(batches) else []
+                records = []
+                if batch:
+                    results = generator.generate([item.ids for item, _ in batch], sampling,
+                                                 [sequence_key(item.task_id, s) for item, s in batch],
+                                                 bar=bar if dp_rank == 0 else None)
+                    tokens += generator.stats["tokens"]
+                    if tp_rank == 0:
+                        records = [make_record(item, s, res, tokenizer, fmt, config.task, described,
+                                               info.get("iteration"))
+                                   for (item, s), res in zip(batch, results)]
+                records = _gather_records(records)
+                if out is not None and records:
+                    out.write("".join(json.dumps(rec) + "\n" for rec in records))
+                    out.flush()
+                    written += len(records)
+        finally:
+            if out is not None:
+                out.close()
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - start
+        summary = {"prompts": len(items), "samples": len(units), "generated": written,
+                   "skipped": len(units) - len(todo) - len(too_long),
+                   "too_long": len(too_long), "tokens_rank0": tokens, "seconds": round(seconds, 3),
+                   "tokens_per_second_rank0": round(tokens / seconds, 1) if seconds > 0 else None,
+                   "format": fmt, "objective": objective}
+        if rank == 0:
+            print(json.dumps(summary), file=sys.stderr)
+        return summary
+    finally:
+        parallel.destroy_distributed()
+
+
+def main(argv: Sequence[str] | None = None, prog: str = "t2c evaluate generate") -> dict[str, Any]:
+    config, sampling = parse_configs(GenerateConfig, SamplingConfig, argv=argv, epilog=EPILOG,
+                                     prog=prog,
+                                     description=(__doc__ or "").split("\n\n")[0])
+    return generate(config, sampling)
+
+
+if __name__ == "__main__":  # guarded: megatron's checkpoint loading may start helper processes
+    main()

@@ -1,0 +1,1 @@
+"""The execution sandbox for generated programs."""

@@ -1,0 +1,1 @@
+"""Inference: the KV-cached batched generator."""

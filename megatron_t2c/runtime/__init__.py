@@ -1,0 +1,1 @@
+"""Runtime: distributed process groups and megatron-core's CPU compatibility layer."""

@@ -1,0 +1,1 @@
+"""Tokenizers: SentencePiece training and runtime, and the adapter megatron-core consumes."""

@@ -1,0 +1,677 @@
+"""SentencePiece training and the tokenizer object that megatron-core consumes.
+
+Ids (fixed for every model trained here, whatever its vocabulary size; see
+:mod:`megatron_t2c.mrpt.special_tokens`)::
+
+    0 <pad>   1 <unk>   2 <s>   3 </s>
+    4 [descr]   5 [python]   6 [eoc] (= eod)   7 [sos]   8 [MASK]
+    9 [new_line]   10 [indent]   11 [dedent]   12 "\\n"   13 "\\t"   14 "\\r"
+    15-270 byte-fallback pieces <0x00> ... <0xFF>
+    271-  learned pieces
+
+Training (:func:`train_tokenizer`) streams the formatted samples of a JSONL file of extraction records into
+SentencePiece with identity normalisation, no whitespace clean-up, no dummy prefix and byte fallback, so
+that ``detokenize(tokenize(text)) == text`` exactly for every sample (whitespace inside string literals
+included); the markers and ``\\n \\t \\r`` are user-defined pieces, always atomic.  Training is
+single-threaded with a fixed random seed: the same input and seed give the same ``.model`` bytes.
+
+:class:`T2CTokenizer` loads a model.  Besides plain :meth:`~T2CTokenizer.tokenize` (marker text becomes
+marker ids: the way to encode a prompt such as ``"[descr] Add two numbers. [python]"``) it encodes format
+samples segment by segment (:meth:`~T2CTokenizer.encode_sample`): there, marker text inside docstrings and
+code is tokenised as ordinary text and never becomes a format-marker id.  It subclasses megatron-core
+0.16.1's ``MegatronTokenizerBase`` (the type of ``GPTDatasetConfig.tokenizer``) and provides what
+``GPTDataset``/``MegatronDataset`` read: ``vocab_size``, ``eod``, ``pad``, ``unique_identifiers``.
+``T2CTokenizer`` is created on first access (importing megatron-core costs seconds, which training a
+tokenizer should not pay); :class:`T2CTokenizerCore` is the same tokenizer without that base class.
+
+Batched encoding (:meth:`~T2CTokenizerCore.encode_batch`, used by preprocessing) of a BPE model caches the
+ids of every distinct space-separated word: BPE never merges across a space here (``split_by_whitespace``,
+checked on every model loaded), so the ids are exactly SentencePiece's, at a fraction of the cost on code,
+which repeats its words a lot.
+
+One limitation of SentencePiece is worked around: the character ``▁`` (U+2581) is its escaped space, so
+ordinary encoding would decode it as a space; the tokenizer writes it as its three byte-fallback pieces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from itertools import chain, repeat
+from pathlib import Path
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+from megatron_t2c.mrpt import special_tokens as st
+from megatron_t2c.utils.atomic import atomic_open
+from megatron_t2c.utils.dataclass_flags import option
+from megatron_t2c.mrpt.formats import FORMATS, Segment, format_code, has_docstring, record_code, sample_text
+from megatron_t2c.utils.records import BadLine, LineReport, iter_line_blocks, parse_record, split_lines
+
+__all__ = ["MODEL_TYPES", "TrainerOptions", "TrainSummary", "T2CTokenizer", "T2CTokenizerCore", "check_special_ids",
+           "load_tokenizer", "train_tokenizer", "trainer_kwargs", "split_long", "vocab_text", "format_summary"]
+
+MODEL_TYPES = ("bpe", "unigram")
+#: SentencePiece's escaped space; a literal one in text is written as byte pieces.
+_SPACE_MARK = "\u2581"
+_SPACE_MARK_BYTES = tuple(f"<0x{b:02X}>" for b in _SPACE_MARK.encode("utf-8"))
+#: Format-marker text (``[eoc]`` ...) inside docstrings or code, which must stay text.
+_MARKER_TEXT = re.compile("|".join(re.escape(m) for m in st.FORMAT_MARKERS))
+_NEEDS_ESCAPE = re.compile(r"[\s\\]")
+_BPE = 2  # sentencepiece_model.proto's TrainerSpec.ModelType
+#: Piece types the special pieces must have (sentencepiece_model.proto's ModelProto.SentencePiece.Type).
+_UNKNOWN, _CONTROL, _USER_DEFINED = 2, 3, 4
+
+
+# ----------------------------------------------------------------------------------------- training
+
+@dataclass(kw_only=True)
+class TrainerOptions:
+    """SentencePiece trainer settings; the ones fixed for exact round trips are in trainer_kwargs()."""
+
+    vocab_size: int = option(32000, "vocabulary size, special and byte-fallback pieces included")
+    model_type: str = option("bpe", "SentencePiece model type", choices=MODEL_TYPES)
+    seed: int = option(1234, "random seed of SentencePiece (sentence sampling, unigram seeding)")
+    split_digits: bool = option(True, "make every digit its own piece: numbers do not fill the vocabulary "
+                                      "and tokenise regularly")
+    character_coverage: float = option(0.9995, "share of characters that get pieces; the rare rest is "
+                                               "written as UTF-8 bytes (byte fallback)")
+    max_sentence_length: int = option(8192, "longest training sentence in bytes; longer samples are cut at "
+                                             "spaces into several sentences (no piece crosses a space)")
+    input_sentence_size: int = option(2_000_000, "train on at most this many sentences, sampled with the "
+                                                 "seed when there are more (0: all)")
+    hard_vocab_limit: bool = option(True, "fail when the corpus cannot fill --vocab-size; with "
+                                          "--no-hard-vocab-limit the vocabulary is smaller instead")
+    num_threads: int = option(1, "trainer threads; 1 keeps training deterministic")
+
+
+def trainer_kwargs(options: TrainerOptions) -> dict:
+    """All keyword arguments for ``SentencePieceTrainer.train`` but the input and the writer."""
+    if options.model_type not in MODEL_TYPES:
+        raise ValueError(f"unknown model type {options.model_type!r}; choose from {', '.join(MODEL_TYPES)}")
+    return dict(
+        model_type=options.model_type,
+        vocab_size=options.vocab_size,
+        character_coverage=options.character_coverage,
+        split_digits=options.split_digits,
+        max_sentence_length=options.max_sentence_length,
+        input_sentence_size=options.input_sentence_size,
+        shuffle_input_sentence=True,
+        hard_vocab_limit=options.hard_vocab_limit,
+        num_threads=options.num_threads,
+        # exact round trip: no normalisation, no whitespace clean-up, no leading space, bytes for the rest
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        byte_fallback=True,
+        # fixed ids: control pieces 0-3, then the user-defined pieces in special_tokens order
+        pad_id=st.PAD_ID, unk_id=st.UNK_ID, bos_id=st.BOS_ID, eos_id=st.EOS_ID,
+        pad_piece=st.PAD, unk_piece=st.UNK, bos_piece=st.BOS, eos_piece=st.EOS,
+        user_defined_symbols=list(st.USER_DEFINED),
+        minloglevel=2,
+    )
+
+
+def split_long(text: str, max_bytes: int) -> list[str]:
+    """Cut ``text`` into pieces of at most ``max_bytes`` UTF-8 bytes, before spaces where possible.
+
+    ``"".join(pieces) == text``.  SentencePiece never learns pieces across a space
+    (``split_by_whitespace``) and each space stays with the word after it, so cutting there loses nothing;
+    a word longer than ``max_bytes`` is cut at character boundaries.
+    """
+    if len(text) * 4 <= max_bytes or len(text.encode("utf-8")) <= max_bytes:
+        return [text]
+    out: list[str] = []
+    current: list[str] = []
+    size = 0
+    for i, word in enumerate(text.split(" ")):
+        piece = " " + word if i else word
+        n = len(piece.encode("utf-8"))
+        if current and size + n > max_bytes:
+            out.append("".join(current))
+            current, size = [], 0
+        while n > max_bytes:
+            head = piece.encode("utf-8")[:max_bytes].decode("utf-8", "ignore") or piece[0]
+            out.append(head)
+            piece = piece[len(head):]
+            n = len(piece.encode("utf-8"))
+        current.append(piece)
+        size += n
+    if current:
+        out.append("".join(current))
+    return [piece for piece in out if piece]
+
+
+@dataclass
+class CorpusStats:
+    """What the trainer was fed: records read, sentences and characters passed to SentencePiece."""
+
+    lines: int = 0
+    records: int = 0
+    text_code: int = 0
+    sentences: int = 0
+    characters: int = 0
+    report: LineReport = field(default_factory=LineReport)
+
+
+def training_sentences(path: str | os.PathLike, fmt: str, max_sentence_length: int,
+                       stats: CorpusStats) -> Iterator[str]:
+    """The formatted samples of every valid record of a JSONL file, cut to ``max_sentence_length``.
+
+    Bad lines are counted in ``stats.report`` with their line numbers (the reader preprocessing uses).
+    """
+    with open(path, "rb") as stream:
+        for first, block in iter_line_blocks(stream):
+            for offset, line in enumerate(split_lines(block)):
+                stats.lines += 1
+                try:
+                    record = parse_record(line)
+                    code = record_code(record)
+                    if not code:
+                        raise BadLine("empty_code", "no code left after normalisation")
+                    text = sample_text(format_code(code, record["docstring"], fmt))
+                except BadLine as exc:
+                    stats.report.bad(first + offset, exc.reason, exc.detail)
+                    continue
+                except ValueError as exc:  # normalise() rejects the code
+                    stats.report.bad(first + offset, "normalise_error", str(exc))
+                    continue
+                stats.records += 1
+                stats.text_code += has_docstring(record)
+                for piece in split_long(text, max_sentence_length):
+                    stats.sentences += 1
+                    stats.characters += len(piece)
+                    yield piece
+
+
+@dataclass
+class TrainSummary:
+    """Outcome of :func:`train_tokenizer`, JSON-serialisable through :meth:`as_dict`."""
+
+    model: str
+    vocab: str
+    vocab_size: int
+    model_type: str
+    format: str
+    seed: int
+    lines: int
+    records: int
+    text_code: int
+    sentences: int
+    characters: int
+    skipped: dict
+    seconds: float
+    sha256: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_tokenizer(input_path: str | os.PathLike, output_prefix: str | os.PathLike, *,
+                    vocab_size: int = 32000, model_type: str = "bpe", fmt: str = "pangu", seed: int = 1234,
+                    options: TrainerOptions | None = None, report: LineReport | None = None) -> TrainSummary:
+    """Train a SentencePiece model on a JSONL file of records; write ``P.model`` and ``P.vocab``.
+
+    ``options`` overrides every trainer setting (its ``vocab_size``, ``model_type`` and ``seed`` win over
+    the keyword arguments).  The special pieces are checked against :data:`special_tokens.IDS` before
+    anything is written; both files are written atomically.  Raises ``ValueError`` when the corpus is empty
+    or cannot fill the vocabulary (with the largest size that would work).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if not os.path.isfile(input_path):
+        raise FileNotFoundError(f"{input_path}: no such file")
+    if options is None:
+        options = TrainerOptions(vocab_size=vocab_size, model_type=model_type, seed=seed)
+    stats = CorpusStats(report=report if report is not None else LineReport(label=str(input_path)))
+    sentences = training_sentences(input_path, fmt, options.max_sentence_length, stats)
+    writer = io.BytesIO()
+    start = time.perf_counter()
+    spm.set_random_generator_seed(options.seed)
+    try:
+        spm.SentencePieceTrainer.train(sentence_iterator=sentences, model_writer=writer,
+                                       **trainer_kwargs(options))
+    except RuntimeError as exc:
+        message = str(exc)
+        if stats.records == 0:
+            raise ValueError(f"{input_path}: no valid records to train on") from None
+        match = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", message)
+        if match:
+            raise ValueError(f"vocabulary size {match[1]} is larger than this corpus supports ({match[2]} at "
+                             f"most); lower --vocab-size or pass --no-hard-vocab-limit") from None
+        raise
+    finally:
+        stats.report.close()
+    seconds = time.perf_counter() - start
+    model = writer.getvalue()
+    processor = spm.SentencePieceProcessor(model_proto=model)
+    check_special_ids(processor)
+    prefix = str(output_prefix)
+    with atomic_open(prefix + ".model", "wb") as fh:
+        fh.write(model)
+    with atomic_open(prefix + ".vocab", "wb") as fh:
+        fh.write(vocab_text(processor).encode("utf-8"))
+    return TrainSummary(
+        model=prefix + ".model", vocab=prefix + ".vocab", vocab_size=processor.get_piece_size(),
+        model_type=options.model_type, format=fmt, seed=options.seed, lines=stats.lines, records=stats.records,
+        text_code=stats.text_code, sentences=stats.sentences, characters=stats.characters,
+        skipped=dict(stats.report.counts), seconds=round(seconds, 3), sha256=hashlib.sha256(model).hexdigest())
+
+
+def check_special_ids(processor: spm.SentencePieceProcessor, proto=None) -> None:
+    """Raise ``ValueError`` unless every special piece has its fixed id (and the right piece type)."""
+    expected_type = {st.UNK: _UNKNOWN, st.PAD: _CONTROL, st.BOS: _CONTROL, st.EOS: _CONTROL}
+    proto = proto if proto is not None else _model_proto(processor)
+    problems = []
+    for piece, wanted in st.IDS.items():
+        got = processor.piece_to_id(piece)
+        kind = proto.pieces[wanted].type if wanted < len(proto.pieces) else None
+        if got != wanted or kind != expected_type.get(piece, _USER_DEFINED):
+            problems.append(f"{piece!r}: id {got} (type {kind}), expected {wanted}")
+    if problems:
+        raise ValueError("tokenizer special ids differ from megatron_t2c.mrpt.special_tokens: " + "; ".join(problems))
+
+
+def _model_proto(processor: spm.SentencePieceProcessor):
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(processor.serialized_model_proto())
+    return proto
+
+
+def vocab_text(processor: spm.SentencePieceProcessor) -> str:
+    """The ``.vocab`` file: one line per id, ``piece<TAB>score``.
+
+    Pieces holding whitespace or a backslash (``\\n``, ``\\t``, ``\\r``) are written with Python escapes so
+    that every piece stays on its line.
+    """
+    lines = []
+    for i in range(processor.get_piece_size()):
+        piece = processor.id_to_piece(i)
+        escaped = piece.encode("unicode_escape").decode("ascii") if _NEEDS_ESCAPE.search(piece) else piece
+        lines.append(f"{escaped}\t{processor.get_score(i):g}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- tokenizer
+
+class _WordTable:
+    """Token ids of words, all in one array: row ``r`` is ``flat[start[r]:start[r] + length[r]]``.
+
+    ``after_space`` maps a word to the row of ``" " + word``'s ids, ``first`` a text's first word (no
+    space before it) to the row of its own ids.  Growing arrays double their capacity.
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.after_space: dict[str, int] = {}
+        self.first: dict[str, int] = {}
+        self.flat = np.zeros(1 << 16, np.int32)
+        self.start = np.zeros(1 << 12, np.int64)
+        self.length = np.zeros(1 << 12, np.int64)
+        self.n_ids = 0
+        self.n_rows = 0
+
+    def __len__(self) -> int:
+        return self.n_rows
+
+    def add(self, index: dict[str, int], words: list[str], id_lists: list[list[int]]) -> None:
+        """Add one row per word from a list of id lists."""
+        lengths = np.fromiter(map(len, id_lists), dtype=np.int64, count=len(id_lists))
+        ids = np.fromiter(chain.from_iterable(id_lists), dtype=np.int32, count=int(lengths.sum()))
+        self.add_rows(index, words, ids, np.cumsum(lengths) - lengths)
+
+    def add_rows(self, index: dict[str, int], words: list[str], ids: np.ndarray, starts: np.ndarray) -> None:
+        """Add one row per word: word ``k``'s ids are ``ids[starts[k]:starts[k + 1]]`` (the last to the end)."""
+        n, m = len(words), len(ids)
+        self.flat = _ensure(self.flat, self.n_ids + m)
+        self.start = _ensure(self.start, self.n_rows + n)
+        self.length = _ensure(self.length, self.n_rows + n)
+        self.flat[self.n_ids:self.n_ids + m] = ids
+        self.start[self.n_rows:self.n_rows + n] = starts + self.n_ids
+        self.length[self.n_rows:self.n_rows + n] = np.diff(starts, append=m)
+        index.update(zip(words, range(self.n_rows, self.n_rows + n)))
+        self.n_ids += m
+        self.n_rows += n
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The ids of ``rows`` in a row, and each row's length."""
+        lengths = self.length[rows]
+        total = int(lengths.sum())
+        ends = np.cumsum(lengths)
+        positions = np.arange(total, dtype=np.int64) + np.repeat(self.start[rows] - (ends - lengths), lengths)
+        return self.flat[positions], lengths
+
+
+def _ensure(array: np.ndarray, size: int) -> np.ndarray:
+    """``array``, or a copy with at least twice the room when it holds fewer than ``size`` items."""
+    if size <= len(array):
+        return array
+    grown = np.zeros(max(size, 2 * len(array)), array.dtype)
+    grown[:len(array)] = array
+    return grown
+
+
+class T2CTokenizerCore:
+    """A trained model with the fixed special ids: everything of :class:`T2CTokenizer` but its base class.
+
+    ``num_threads`` is how many threads batched encoding uses (1: one core per process, which is what
+    preprocessing workers want; -1: all cores).
+    """
+
+    def __init__(self, model_path: str | os.PathLike, num_threads: int = 1) -> None:
+        self.path = str(model_path)
+        self.num_threads = num_threads
+        self._load(Path(model_path).read_bytes())
+
+    def _load(self, model: bytes) -> None:
+        self._model_bytes = model
+        self._sp = spm.SentencePieceProcessor(model_proto=model, num_threads=self.num_threads)
+        proto = _model_proto(self._sp)
+        check_special_ids(self._sp, proto)
+        self._is_bpe = proto.trainer_spec.model_type == _BPE
+        self._numpy = hasattr(self._sp, "EncodeAsNumpy")
+        self._space_mark_ids = [self._sp.piece_to_id(p) for p in _SPACE_MARK_BYTES]
+        self._vocab: dict[str, int] | None = None
+        self._begins_word: np.ndarray | None = None  # see words_are_independent
+        self._words = _WordTable()
+
+    @property
+    def words_are_independent(self) -> bool:
+        """Whether a text's ids are its space-separated words' ids in a row (computed on first use).
+
+        True for a BPE model whose pieces hold the space mark ``▁`` only as their first character: merges
+        never cross a space then.  Not for unigram models: their Viterbi search can break exact ties
+        between segmentations of a word differently in context.
+        """
+        if self._begins_word is None:
+            pieces = self._sp.id_to_piece(list(range(self._sp.get_piece_size())))
+            # the pieces that begin a space-separated word: the only ones holding a space mark
+            self._begins_word = np.array([p.startswith(_SPACE_MARK) for p in pieces])
+            self._independent = (self._is_bpe and not any(_SPACE_MARK in p[1:] for p in pieces)
+                                 and not self._sp.is_unknown(self._sp.piece_to_id(_SPACE_MARK)))
+        return self._independent
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "num_threads": self.num_threads, "model": self._model_bytes}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = state["path"]
+        self.num_threads = state["num_threads"]
+        self._load(state["model"])
+
+    # -- what megatron-core reads ---------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        """Number of pieces (ids are ``0 .. vocab_size - 1``)."""
+        return self._sp.get_piece_size()
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        """Piece -> id."""
+        if self._vocab is None:
+            self._vocab = {self._sp.id_to_piece(i): i for i in range(self.vocab_size)}
+        return self._vocab
+
+    @property
+    def inv_vocab(self) -> dict[int, str]:
+        """Id -> piece."""
+        return {i: p for p, i in self.vocab.items()}
+
+    @property
+    def unique_identifiers(self) -> OrderedDict:
+        """Identity for megatron-core's dataset cache keys: class, path and a hash of the model."""
+        return OrderedDict(
+            [("class", f"{type(self).__module__}.{type(self).__qualname__}"), ("tokenizer_path", self.path),
+             ("model_sha256", hashlib.sha256(self._model_bytes).hexdigest())])
+
+    def apply_chat_template(self, *args, **kwargs):
+        """Not a chat model."""
+        raise NotImplementedError(f"{type(self).__name__} has no chat template")
+
+    # -- special ids -----------------------------------------------------------------------------
+    eod = property(lambda self: st.EOD_ID, doc="End of document: ``[eoc]``.")
+    pad = property(lambda self: st.PAD_ID, doc="``<pad>``.")
+    unk = property(lambda self: st.UNK_ID, doc="``<unk>`` (never produced: byte fallback).")
+    bos = property(lambda self: st.BOS_ID, doc="``<s>`` (not used by the formats).")
+    eos = property(lambda self: st.EOS_ID, doc="``</s>`` (not used by the formats; documents end with eod).")
+    mask = property(lambda self: st.MASK_ID, doc="``[MASK]`` for CORRUPT-CODE.")
+    descr = property(lambda self: st.DESCR_ID, doc="``[descr]``.")
+    python = property(lambda self: st.PYTHON_ID, doc="``[python]``.")
+    eoc = property(lambda self: st.EOC_ID, doc="``[eoc]``.")
+    sos = property(lambda self: st.SOS_ID, doc="``[sos]``.")
+    new_line = property(lambda self: st.NEW_LINE_ID, doc="``[new_line]``.")
+    indent = property(lambda self: st.INDENT_ID, doc="``[indent]``.")
+    dedent = property(lambda self: st.DEDENT_ID, doc="``[dedent]``.")
+
+    @property
+    def special_ids(self) -> dict[str, int]:
+        """Every special piece and its id (:data:`megatron_t2c.mrpt.special_tokens.IDS`)."""
+        return dict(st.IDS)
+
+    # -- encoding and decoding -------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        """Encode text; marker text (``[descr]``, ``[python]``, ...) becomes the markers' ids."""
+        if _SPACE_MARK in text:
+            return self._encode_space_marks(text)
+        return self._sp.encode(text)
+
+    def detokenize(self, ids: Iterable[int]) -> str:
+        """Decode ids (a list, tuple or numpy array) to text."""
+        if isinstance(ids, np.ndarray):
+            ids = ids.tolist()
+        return self._sp.decode(list(ids))
+
+    def id_to_piece(self, token_id: int) -> str:
+        """The piece of one id."""
+        return self._sp.id_to_piece(int(token_id))
+
+    def encode_text(self, text: str) -> list[int]:
+        """Encode text as text: marker text inside it never gives a format-marker id.
+
+        Whitespace markers (``[new_line] [indent] [dedent]``) still give their ids: in code they are
+        structure.  Format-marker text is cut after its ``[`` and the two sides encoded separately, so it
+        becomes ordinary pieces that still decode to the same characters.
+        """
+        if "[" not in text or not _MARKER_TEXT.search(text):
+            return self.tokenize(text)
+        ids: list[int] = []
+        start = 0
+        for match in _MARKER_TEXT.finditer(text):
+            cut = match.start() + 1
+            ids += self.tokenize(text[start:cut])
+            start = cut
+        ids += self.tokenize(text[start:])
+        return ids
+
+    def encode_sample(self, segments: Sequence[Segment]) -> list[int]:
+        """Encode a format sample: marker segments as their ids, text segments as text.
+
+        The ids decode to :func:`megatron_t2c.mrpt.formats.sample_text` of the segments.  Text between two
+        markers is encoded together with the single spaces that separate it from them, exactly as in
+        the joined sample, so a sample without marker text inside gets the same ids as
+        ``tokenize(sample_text(segments))``.
+        """
+        ids: list[int] = []
+        buffer: list[str] = []
+        first = True
+        for seg in segments:
+            if not seg.text:
+                continue
+            if not first:
+                buffer.append(" ")
+            first = False
+            if seg.is_marker:
+                if buffer:
+                    ids += self.encode_text("".join(buffer))
+                    buffer.clear()
+                ids.append(st.IDS[seg.text])
+            else:
+                buffer.append(seg.text)
+        if buffer:
+            ids += self.encode_text("".join(buffer))
+        return ids
+
+    def encode_samples(self, samples: Sequence[Sequence[Segment]]) -> list[np.ndarray]:
+        """Encode many samples at once; int32 arrays, one per sample (see :meth:`encode_samples_flat`)."""
+        tokens, lengths = self.encode_samples_flat(samples)
+        return np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+    def encode_samples_flat(self, samples: Sequence[Sequence[Segment]]) -> tuple[np.ndarray, np.ndarray]:
+        """Encode many samples at once: all their ids in a row (int32) and each one's length (int64).
+
+        Same ids as :meth:`encode_sample` on each, much faster: samples whose text holds no marker text
+        and no ``▁`` (all but a few) are encoded as their joined text by :meth:`encode_batch_flat`.  Text
+        that is not valid Unicode (lone surrogates) makes SentencePiece raise (``TypeError`` or
+        ``RuntimeError``).
+        """
+        careful: dict[int, list[int]] = {}
+        batch: list[str] = []
+        for i, segments in enumerate(samples):
+            for seg in segments:
+                if not seg.is_marker and (_SPACE_MARK in seg.text or "[" in seg.text
+                                          and _MARKER_TEXT.search(seg.text)):
+                    careful[i] = self.encode_sample(segments)
+                    break
+            else:
+                batch.append(sample_text(segments))
+        tokens, lengths = self.encode_batch_flat(batch)
+        if not careful:
+            return tokens, lengths
+        parts = np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
+        rows, fast = [], iter(parts)
+        for i in range(len(samples)):
+            rows.append(np.asarray(careful[i], dtype=np.int32) if i in careful else next(fast))
+        return (np.concatenate(rows).astype(np.int32, copy=False),
+                np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)))
+
+    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
+        """``tokenize`` of many texts as int32 arrays, one per text (see :meth:`encode_batch_flat`)."""
+        tokens, lengths = self.encode_batch_flat(texts)
+        return np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
+
+    def encode_batch_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``tokenize`` of many texts: all ids in a row (int32) and each text's length (int64).
+
+        No ``▁`` handling (see :meth:`encode_samples_flat`).  For a BPE model the texts are split at
+        spaces and every distinct word is encoded once and kept (up to :attr:`word_cache_size` words, for
+        the tokenizer's life): exactly SentencePiece's ids, since no piece crosses a space (checked when
+        loading), and several times faster on code, which repeats its words a lot.  Unigram models, which
+        encode fast anyway, get their texts encoded whole.
+        """
+        if not texts:
+            return np.zeros(0, np.int32), np.zeros(0, np.int64)
+        if not self.words_are_independent:
+            return self._encode_whole(texts)
+        table = self._words
+        if len(table) > self.word_cache_size:
+            table.clear()
+        split = [text.split(" ") for text in texts]
+        counts = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+        words = list(chain.from_iterable(split))
+        # every word as it follows a space; each text's first word is then looked up again on its own
+        rows = np.fromiter(map(table.after_space.get, words, repeat(-1)), dtype=np.int64, count=len(words))
+        missing = np.flatnonzero(rows < 0).tolist()
+        if missing:
+            self._add_words_after_space(list(dict.fromkeys(words[i] for i in missing)))
+            rows[missing] = [table.after_space[words[i]] for i in missing]
+        firsts = [w[0] for w in split]
+        new = [w for w in dict.fromkeys(firsts) if w not in table.first]
+        if new:
+            table.add(table.first, new, self._sp.encode(new, num_threads=self.num_threads))
+        text_starts = np.cumsum(counts) - counts
+        rows[text_starts] = [table.first[w] for w in firsts]
+        tokens, row_lengths = table.gather(rows)
+        return tokens, np.add.reduceat(row_lengths, text_starts)
+
+    #: Most distinct words :meth:`encode_batch_flat` keeps (the cache is emptied when it grows past this).
+    word_cache_size = 1 << 19
+
+    def _add_words_after_space(self, new: list[str], group: int = 256) -> None:
+        """Encode ``" " + word`` for new words into the word table.
+
+        Words go to SentencePiece ``group`` at a time, joined by spaces (far fewer calls), and the ids are
+        cut where a piece begins with the space mark, which happens exactly once per word.
+        """
+        groups = [new[i:i + group] for i in range(0, len(new), group)]
+        for words, ids in zip(groups, self._sp.encode([" " + " ".join(g) for g in groups],
+                                                      num_threads=self.num_threads)):
+            ids = np.asarray(ids, dtype=np.int32)
+            starts = np.flatnonzero(self._begins_word[ids])
+            if len(starts) != len(words):  # cannot happen for a model that passed the load-time check
+                raise RuntimeError("word boundaries lost while encoding a group of words")
+            self._words.add_rows(self._words.after_space, words, ids, starts)
+
+    def _encode_whole(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """SentencePiece on whole texts, in one batched call."""
+        if self._numpy:
+            rows = self._sp.encode(texts, out_type="numpy", num_threads=self.num_threads)
+        else:
+            rows = [np.asarray(ids, dtype=np.int32)
+                    for ids in self._sp.encode(texts, out_type=int, num_threads=self.num_threads)]
+        return np.concatenate(rows), np.fromiter(map(len, rows), dtype=np.int64, count=len(rows))
+
+    def _encode_space_marks(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for k, part in enumerate(text.split(_SPACE_MARK)):
+            if k:
+                ids += self._space_mark_ids
+            if part:
+                ids += self._sp.encode(part)
+        return ids
+
+
+def _megatron_tokenizer_class() -> type:
+    """``T2CTokenizer``: the core on megatron-core's ``MegatronTokenizerBase`` (the core alone without it)."""
+    try:
+        with warnings.catch_warnings():  # "Transformer Engine and Apex are not installed": irrelevant here
+            warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex", category=UserWarning)
+            from megatron.core.tokenizers import MegatronTokenizerBase
+    except ImportError:  # pragma: no cover - only where megatron-core is not installed
+        return T2CTokenizerCore
+
+    class T2CTokenizer(T2CTokenizerCore, MegatronTokenizerBase):
+        __doc__ = ("The text-to-code tokenizer as megatron-core's ``MegatronTokenizerBase`` (the declared "
+                   "type of ``GPTDatasetConfig.tokenizer``); see :class:`T2CTokenizerCore`.")
+        __init__ = T2CTokenizerCore.__init__  # the base's __init__(path, config) only stores attributes
+
+    T2CTokenizer.__module__, T2CTokenizer.__qualname__ = __name__, "T2CTokenizer"  # picklable by name
+    return T2CTokenizer
+
+
+def __getattr__(name: str):
+    # ``T2CTokenizer`` is built on first use: importing megatron-core takes seconds (it imports torch and
+    # its model code), which the tokenizer trainer and ``--help`` should not pay.
+    if name == "T2CTokenizer":
+        cls = globals().get(name)  # built once: every instance must have the class pickle finds by name
+        if cls is None:
+            cls = _megatron_tokenizer_class()
+            globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def load_tokenizer(model_path: str | os.PathLike, num_threads: int = 1) -> "T2CTokenizerCore":
+    """Load a model trained by :func:`train_tokenizer` as a :class:`T2CTokenizer` (checks the special ids)."""
+    return __getattr__("T2CTokenizer")(model_path, num_threads=num_threads)
+
+
+def format_summary(summary: Mapping) -> str:
+    """A few human-readable lines about a training run."""
+    skipped = ", ".join(f"{k}={v}" for k, v in sorted(summary["skipped"].items())) or "none"
+    return (f"wrote {summary['model']} and {summary['vocab']}: {summary['model_type']} vocabulary of "
+            f"{summary['vocab_size']} pieces, format {summary['format']}, seed {summary['seed']}\n"
+            f"trained on {summary['records']} records ({summary['text_code']} with docstrings) of "
+            f"{summary['lines']} lines, {summary['sentences']} sentences, {summary['characters']} characters "
+            f"in {summary['seconds']:.2f} s; bad lines: {skipped}")

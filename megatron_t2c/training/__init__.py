@@ -1,0 +1,1 @@
+"""Training: run configuration, the loop, distributed checkpoints, metrics."""

@@ -1,0 +1,1 @@
+"""Utilities: atomic files, JSONL records, dataclass configs as command-line flags."""

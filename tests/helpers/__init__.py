@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: stdlib corpora, tiny tokenizers and models, multi-rank runs."""
