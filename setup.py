@@ -29,5 +29,7 @@ setup(
         "mpi": ["mpi4py", "mpich"],
         # the main job's report: t-SNE plots of the embedding spaces, training curves
         "report": ["matplotlib>=3.5", "scikit-learn>=1.5"],
+        # --wandb-project: Weights & Biases logging (offline mode needs no network)
+        "wandb": ["wandb>=0.31"],
     },
 )

@@ -15,6 +15,6 @@ want="$(cat setup.py | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing megatron_t2c and its dependencies into .venv" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[test,hf,report,mpi]"
+  .venv/bin/python -m pip install --quiet -e ".[test,hf,report,mpi,wandb]"
   echo "$want" > "$stamp"
 fi

@@ -100,7 +100,7 @@ class ModelConfig:
     hidden_dropout: float = option(0.1, "dropout after attention and MLP")
     attention_dropout: float = option(0.1, "dropout on attention probabilities (0 for flex)")
     init_method_std: float = option(0.02, "standard deviation of the weight initialisation")
-    layernorm_epsilon: float = option(1e-5, "LayerNorm epsilon")
+    layernorm_epsilon: float = option(1e-5, "LayerNorm epsilon", flag="--norm-epsilon", aliases=("--layernorm-epsilon",))
     make_vocab_size_divisible_by: int = option(128, "pad the vocabulary (and code rows) to a multiple "
                                                "of this times the tensor-parallel size")
 

@@ -431,28 +431,40 @@ def _init_optimizer_state(optimizer) -> None:
                     state["exp_avg_sq"] = torch.zeros_like(param.data)
 
 
-def load_checkpoint(path: str, model_chunks: Sequence[torch.nn.Module], optimizer, scheduler) -> dict:
+def load_checkpoint(path: str, model_chunks: Sequence[torch.nn.Module], optimizer, scheduler, *,
+                    load_optim: bool = True, load_rng: bool = True) -> dict:
     """Resume: restore model, optimizer, scheduler (and the RNG states when the parallel layout is the same)
-    from the checkpoint at ``path``; returns its ``progress`` dict."""
+    from the checkpoint at ``path``; returns its ``progress`` dict.
+
+    ``load_optim=False`` (megatron's ``--no-load-optim``) leaves the optimizer's state fresh; the schedule is
+    then advanced to the checkpoint's step, so the learning rate continues where it was.  ``load_rng=False``
+    (``--no-load-rng``) keeps the generators as seeded."""
     ckpt = resolve(path)
     info = read_run_info(ckpt)
     same_layout = info.get("parallel") == parallel_layout()
-    if not same_layout:
+    fresh_scheduler = scheduler if not load_optim else None
+    if not load_optim:
+        optimizer = scheduler = None
+    if not same_layout and load_rng:
         log.warning("checkpoint %s was saved with %s, this run is %s: random states start afresh", ckpt,
                     info.get("parallel"), parallel_layout())
     if optimizer is not None:
         _skip_missing_states_on_reshardable_load()
         _init_optimizer_state(optimizer)
-    state = _sharded_state(model_chunks, optimizer, scheduler, {}, is_loading=True, with_rng=same_layout)
+    state = _sharded_state(model_chunks, optimizer, scheduler, {}, is_loading=True,
+                           with_rng=same_layout and load_rng)
     loaded = _load(state, ckpt)
     _load_model_chunks(model_chunks, loaded["model"])
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(loaded["scheduler"])
-    if same_layout and loaded.get("rng") is not None:
+    if same_layout and load_rng and loaded.get("rng") is not None:
         set_rng_state(loaded["rng"])
-    return dict(loaded.get("progress", {}))
+    progress = dict(loaded.get("progress", {}))
+    if fresh_scheduler is not None and progress.get("iteration"):
+        fresh_scheduler.step(increment=int(progress["iteration"]))
+    return progress
 
 
 def load_model_weights(path: str, model_chunks: Sequence[torch.nn.Module], *, base_rows_only: bool = False) -> dict:

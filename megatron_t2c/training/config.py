@@ -22,7 +22,8 @@ from megatron_t2c.mrpt.objectives import OBJECTIVES
 
 STAGES = ("mapt", "mrpt")
 PRECISIONS = ("fp32", "bf16", "fp16")
-RECOMPUTE = ("none", "selective", "full")
+RECOMPUTE_GRANULARITIES = ("selective", "full")
+RECOMPUTE_METHODS = ("uniform", "block")
 
 
 @dataclass(frozen=True)
@@ -76,15 +77,42 @@ class TrainingConfig:
     adam_beta2: float = option(0.95, help="Adam beta2")
     adam_eps: float = option(1e-8, help="Adam epsilon")
     clip_grad: Optional[float] = option(None, help="gradient clipping by global norm (default: the stage's)")
-    precision: str = option("fp32", help="bf16, fp16 (dynamic loss scaling) or fp32", choices=PRECISIONS)
+    precision: str = option("fp32", help="bf16, fp16 (dynamic loss scaling) or fp32", choices=PRECISIONS,
+                            consts={"--bf16": "bf16", "--fp16": "fp16"})
     initial_loss_scale: float = option(2.0 ** 16, help="fp16: the first dynamic loss scale")
-    recompute_activations: str = option("none", help="activation recomputation: selective (attention core) "
-                                        "or full (every layer)", choices=RECOMPUTE)
+    recompute_granularity: Optional[str] = option(
+        None, help="activation recomputation: selective (the attention core) or full (whole layers, see "
+        "--recompute-method); default: none", choices=RECOMPUTE_GRANULARITIES,
+        consts={"--recompute-activations": "selective"})
+    recompute_method: Optional[str] = option(
+        None, help="with full recomputation: uniform (checkpoint groups of --recompute-num-layers layers) or "
+        "block (recompute the first --recompute-num-layers layers of each pipeline stage); default: uniform",
+        choices=RECOMPUTE_METHODS)
+    recompute_num_layers: Optional[int] = option(
+        None, help="with full recomputation: layers per group (uniform) or per stage (block); default 1")
     use_distributed_optimizer: bool = option(False, help="shard optimiser state over data-parallel ranks")
     seed: int = option(1234, help="random seed (weights, dropout, data order, corruption)")
     eval_interval: int = option(0, help="validate every N steps (0: only at the end when --eval-iters > 0)")
     eval_iters: int = option(0, help="global batches per validation (0: no validation)")
-    exit_duration_mins: Optional[float] = option(None, help="save and exit after this many minutes")
+    exit_duration_mins: Optional[float] = option(None, help="save and exit after this many minutes",
+                                                 flag="--exit-duration-in-mins", aliases=("--exit-duration-mins",))
+
+    def recompute(self) -> dict:
+        """megatron-core's TransformerConfig recompute fields for these flags (empty: no recomputation)."""
+        if self.recompute_granularity is None:
+            if self.recompute_method is not None or self.recompute_num_layers is not None:
+                raise ValueError("--recompute-method/--recompute-num-layers need --recompute-granularity full")
+            return {}
+        if self.recompute_granularity == "selective":
+            if self.recompute_method is not None or self.recompute_num_layers is not None:
+                raise ValueError("--recompute-method/--recompute-num-layers apply to --recompute-granularity full "
+                                 "only (selective recomputes the attention core of every layer)")
+            return {"recompute_granularity": "selective"}
+        layers = 1 if self.recompute_num_layers is None else self.recompute_num_layers
+        if layers < 1:
+            raise ValueError(f"--recompute-num-layers must be at least 1, got {layers}")
+        return {"recompute_granularity": "full", "recompute_method": self.recompute_method or "uniform",
+                "recompute_num_layers": layers}
 
     def resolved_stage(self, init_from: Optional[str], resumed_stage: Optional[str] = None) -> str:
         """``--stage``, else the stage of the checkpoint being resumed, else mrpt with --init-from, else mapt."""
@@ -118,7 +146,13 @@ class CheckpointConfig:
                                  "schedule, loss scale, RNG, data position); a directory without "
                                  "checkpoints starts afresh")
     init_from: Optional[str] = option(None, help="start a new run (MRPT) from the weights of a checkpoint "
-                                      "without separation (MAPT); code rows start as copies")
+                                      "without separation (MAPT); code rows start as copies",
+                                      aliases=("--pretrained-checkpoint",))
+    load_optim: bool = option(True, help="with --load: restore the optimiser state and the learning-rate "
+                              "schedule (--no-load-optim starts them afresh, keeping the step count and data "
+                              "position)")
+    load_rng: bool = option(True, help="with --load: restore the random-number generators (--no-load-rng "
+                            "reseeds them from --seed)")
 
 
 @dataclass(kw_only=True)
@@ -131,6 +165,11 @@ class LoggingConfig:
     tensorboard_dir: Optional[str] = option(None, help="TensorBoard event directory")
     peak_tflops: Optional[float] = option(None, help="per-device peak TFLOP/s for MFU (default: 989 on "
                                           "H100/H200, none on CPU)")
+    wandb_project: Optional[str] = option(None, help="also log to this Weights & Biases project (needs the "
+                                          "[wandb] extra; WANDB_MODE=offline works without network)")
+    wandb_exp_name: Optional[str] = option(None, help="the Weights & Biases run name (default: wandb's)")
+    wandb_save_dir: Optional[str] = option(None, help="where wandb writes its files (default: beside "
+                                           "--save, else ./wandb)")
 
 
 @dataclass
@@ -164,7 +203,7 @@ examples:
   # MRPT: code objective with partial separation, from the MAPT checkpoint, 2 GPUs
   torchrun --nproc-per-node 2 pretrain_t2c.py --model pangu-100m --data-path DATA/pangu_text_code \\
       --tokenizer-model DATA/tokenizer.model --init-from runs/mapt --separation partial --objective code \\
-      --epochs 5 --global-batch-size 64 --precision bf16 --save runs/mrpt --load runs/mrpt
+      --epochs 5 --global-batch-size 64 --bf16 --save runs/mrpt --load runs/mrpt
 """
 
 

@@ -69,11 +69,10 @@ def _separated_ids(run: RunConfig, tokenizer, prefixes) -> list[int]:
 
 def _transformer_config(run: RunConfig):
     t = run.training
-    recompute = {}
-    if t.recompute_activations == "full":
-        recompute = dict(recompute_granularity="full", recompute_method="uniform", recompute_num_layers=1)
-    elif t.recompute_activations == "selective":
-        recompute = dict(recompute_granularity="selective")
+    try:
+        recompute = t.recompute()
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
     return run.model.transformer_config(
         bf16=t.precision == "bf16", fp16=t.precision == "fp16", params_dtype=dtype, pipeline_dtype=dtype,
@@ -234,6 +233,14 @@ class Trainer:
         logger = StepLog(active=_is_last_rank(), jsonl=run.logging.log_jsonl, tensorboard_dir=run.logging.tensorboard_dir,
                          log_interval=run.logging.log_interval, objective=t.objective, resumed_step=self.iteration,
                          console=self.console)
+        if run.logging.wandb_project and _is_last_rank():
+            from megatron_t2c.training.wandb_log import LogTee, WandbLog
+
+            save_dir = run.logging.wandb_save_dir or (os.path.join(run.checkpoint.save, "wandb")
+                                                      if run.checkpoint.save else None)
+            logger = LogTee(logger, WandbLog(project=run.logging.wandb_project, name=run.logging.wandb_exp_name,
+                                             save_dir=save_dir, config=run.as_dict(), resumed_step=self.iteration,
+                                             console=self.console))
         stop = _StopRequest()
         stop_reason = None
         losses = []
@@ -295,7 +302,7 @@ class Trainer:
         flag = torch.tensor([code], dtype=torch.int32,
                             device="cpu" if self.run.parallel.cpu else torch.cuda.current_device())
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return {0: None, 1: "signal received", 2: "--exit-duration-mins reached"}[int(flag.item())]
+        return {0: None, 1: "signal received", 2: "--exit-duration-in-mins reached"}[int(flag.item())]
 
 
 def _train_iters(run: RunConfig, prefixes, global_batch: int, seq_length: int) -> int:
@@ -427,7 +434,8 @@ def setup(run: RunConfig, console: IO[str] = sys.stdout) -> Trainer:
         config=run.as_dict())
     iteration = consumed = 0
     if resume_from:
-        progress = checkpointing.load_checkpoint(resume_from, [model], optimizer, scheduler)
+        progress = checkpointing.load_checkpoint(resume_from, [model], optimizer, scheduler,
+                                                 load_optim=c.load_optim, load_rng=c.load_rng)
         iteration, consumed = int(progress.get("iteration", 0)), int(progress.get("consumed_samples", 0))
     if _is_last_rank():
         n_params = sum(p.numel() for p in module.parameters())

@@ -18,11 +18,14 @@ _POSITIONAL = "positional"
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *, positional: bool = False,
            choices: Sequence[Any] | None = None, metavar: str | None = None,
-           default_factory: Any = dataclasses.MISSING, aliases: Sequence[str] = ()) -> Any:
-    """Declare a config field with its help text (and optionally choices, a positional form, or extra
-    flag names such as ``aliases=("--model",)``)."""
+           default_factory: Any = dataclasses.MISSING, aliases: Sequence[str] = (), flag: str | None = None,
+           consts: dict[str, Any] | None = None) -> Any:
+    """Declare a config field with its help text, and optionally: choices, a positional form, the flag's
+    name when it differs from the field's (``flag="--norm-epsilon"``: megatron's spelling over a stable field
+    name), extra names (``aliases=("--model",)``), and switches that store a constant in the field
+    (``consts={"--bf16": "bf16"}``; in YAML ``bf16: true``)."""
     metadata = {"help": help, _POSITIONAL: positional, "choices": choices, "metavar": metavar,
-                "aliases": tuple(aliases)}
+                "aliases": tuple(aliases), "flag": flag, "consts": dict(consts or {})}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -72,8 +75,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
             if default is not None and kwargs.get("help"):
                 kwargs["help"] += " (default: %(default)s)"
-            flags = ("--" + f.name.replace("_", "-"), *meta.get("aliases", ()))
+            flags = (meta.get("flag") or "--" + f.name.replace("_", "-"), *meta.get("aliases", ()))
             group.add_argument(*flags, dest=f.name, default=default, required=required, **kwargs)
+            for switch, const in meta.get("consts", {}).items():
+                group.add_argument(switch, dest=f.name, action="store_const", const=const,
+                                   help=f"same as {flags[0]} {const}")
 
 
 def _load_yaml(path: str, config_classes: Sequence[type]) -> dict[str, Any]:
@@ -83,10 +89,25 @@ def _load_yaml(path: str, config_classes: Sequence[type]) -> dict[str, Any]:
         data = yaml.safe_load(fh) or {}
     if not isinstance(data, dict):
         raise SystemExit(f"error: --config {path}: expected a mapping of option names to values")
-    known = {f.name for cls in config_classes for f in dataclasses.fields(cls)}
-    aliases = {alias.lstrip("-").replace("-", "_"): f.name for cls in config_classes
-               for f in dataclasses.fields(cls) for alias in f.metadata.get("aliases", ())}
-    values = {aliases.get(k, k): v for k, v in ((str(k).replace("-", "_"), v) for k, v in data.items())}
+    fields = [f for cls in config_classes for f in dataclasses.fields(cls)]
+    known = {f.name for f in fields}
+    aliases = {alias.lstrip("-").replace("-", "_"): f.name for f in fields
+               for alias in (*f.metadata.get("aliases", ()), *([f.metadata["flag"]] if f.metadata.get("flag") else []))}
+    switches = {switch.lstrip("-").replace("-", "_"): (f.name, const) for f in fields
+                for switch, const in f.metadata.get("consts", {}).items()}
+    values = {}
+    for key, value in ((str(k).replace("-", "_"), v) for k, v in data.items()):
+        if key in switches:  # `bf16: true` sets the field to the switch's constant; `false` leaves it alone
+            name, const = switches[key]
+            if not isinstance(value, bool):
+                raise SystemExit(f"error: --config {path}: {key} is a switch (true or false), got {value!r}")
+            if value:
+                values[name] = const
+            continue
+        if key.startswith("no_") and key[3:] in known and isinstance(value, bool):  # `no-load-optim: true`
+            values[key[3:]] = not value
+            continue
+        values[aliases.get(key, key)] = value
     unknown = sorted(set(values) - known)
     if unknown:
         raise SystemExit(f"error: --config {path}: unknown options {', '.join(unknown)}")

@@ -139,9 +139,75 @@ def test_yaml_config_and_help(data, tmp_path):
         assert flag in out
 
 
+def test_megatron_flag_spellings(data, tmp_path):
+    """A Megatron-LM user's flags mean what they mean there; our own names stay as aliases."""
+    from megatron_t2c.training.config import parse_run_config
+
+    run = parse_run_config(argv(data, tmp_path) + [
+        "--bf16", "--recompute-granularity", "full", "--recompute-method", "block", "--recompute-num-layers", "2",
+        "--exit-duration-in-mins", "30", "--norm-epsilon", "1e-6", "--no-load-optim", "--no-load-rng",
+        "--pretrained-checkpoint", "runs/mapt"])
+    t, c = run.training, run.checkpoint
+    assert (t.precision, t.exit_duration_mins, run.model.layernorm_epsilon) == ("bf16", 30.0, 1e-6)
+    assert t.recompute() == {"recompute_granularity": "full", "recompute_method": "block", "recompute_num_layers": 2}
+    assert (c.load_optim, c.load_rng, c.init_from) == (False, False, "runs/mapt")
+    run = parse_run_config(argv(data, tmp_path) + ["--fp16", "--recompute-activations", "--exit-duration-mins", "5",
+                                                   "--layernorm-epsilon", "1e-3", "--init-from", "x"])
+    assert (run.training.precision, run.training.exit_duration_mins, run.model.layernorm_epsilon) == ("fp16", 5.0, 1e-3)
+    assert run.training.recompute() == {"recompute_granularity": "selective"}
+    assert (run.checkpoint.load_optim, run.checkpoint.load_rng, run.checkpoint.init_from) == (True, True, "x")
+    assert parse_run_config(argv(data, tmp_path)).training.recompute() == {}
+    (tmp_path / "m.yaml").write_text("bf16: true\nrecompute-activations: true\nexit-duration-in-mins: 9\n"
+                                     "no-load-optim: true\npretrained-checkpoint: ckpt\n")
+    run = parse_run_config(["--config", str(tmp_path / "m.yaml"), *argv(data, tmp_path)])
+    assert (run.training.precision, run.training.recompute_granularity, run.training.exit_duration_mins) == (
+        "bf16", "selective", 9)
+    assert run.checkpoint.init_from == "ckpt"
+    bad = parse_run_config(argv(data, tmp_path) + ["--recompute-activations", "--recompute-num-layers", "2"])
+    with pytest.raises(ValueError, match="full only"):
+        bad.training.recompute()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Resume, stop, checkpoints
 # ---------------------------------------------------------------------------------------------------
+
+def test_no_load_optim_and_no_load_rng(data, tmp_path):
+    """--no-load-optim: same weights and schedule position, fresh Adam moments; --no-load-rng: fresh dropout."""
+    common = dict(hidden_dropout=0.1, attention_dropout=0.1, load=str(tmp_path / "base" / "ckpt" / "iter_0000004"))
+    pretrain(argv(data, tmp_path / "base", train_iters=6, save_interval=4, save=str(tmp_path / "base" / "ckpt"),
+                  hidden_dropout=0.1, attention_dropout=0.1))
+    base = {r["step"]: r for r in steps(tmp_path / "base" / "log.jsonl")}
+    runs = {}
+    for name, flags in (("exact", {}), ("optim", {"load_optim": False}), ("rng", {"load_rng": False})):
+        pretrain(argv(data, tmp_path / name, train_iters=6, **common, **flags))
+        runs[name] = {r["step"]: r for r in steps(tmp_path / name / "log.jsonl")}
+    exact, optim, rng = runs["exact"], runs["optim"], runs["rng"]
+    assert sorted(exact) == sorted(optim) == sorted(rng) == [5, 6]
+    assert [exact[s]["loss"] for s in (5, 6)] == [base[s]["loss"] for s in (5, 6)]  # the exact resume
+    assert [exact[s]["lr"] for s in (5, 6)] == [optim[s]["lr"] for s in (5, 6)] == [rng[s]["lr"] for s in (5, 6)]
+    assert optim[5]["loss"] == exact[5]["loss"]  # same weights, data and dropout draws
+    assert optim[6]["loss"] != exact[6]["loss"]  # the update used fresh moments
+    assert rng[5]["loss"] != exact[5]["loss"]  # other dropout masks
+
+
+def test_wandb_logs_offline(data, tmp_path, monkeypatch):
+    """--wandb-project without credentials or network: an offline W&B run holding the step figures."""
+    pytest.importorskip("wandb", reason="the [wandb] extra is not installed")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    pretrain(argv(data, tmp_path, train_iters=3, wandb_project="t2c-test", wandb_exp_name="tiny",
+                  wandb_save_dir=str(tmp_path / "wb")))
+    runs = list((tmp_path / "wb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((tmp_path / "wb").rglob("*"))
+    from helpers.wandb_files import history
+
+    rows = history(next(runs[0].glob("run-*.wandb")))
+    logged = steps(tmp_path / "log.jsonl")
+    assert [r["_step"] for r in rows] == [1, 2, 3]
+    assert [r["train/loss"] for r in rows] == [r["loss"] for r in logged]
+    assert [r["train/lr"] for r in rows] == [r["lr"] for r in logged]
+
 
 def test_sigkill_and_resume_gives_identical_losses(data, tmp_path):
     """Dropout on: the RNG states, the data position, the optimiser and the schedule all come back."""
@@ -188,7 +254,7 @@ def test_sigterm_saves_and_exits_cleanly(data, tmp_path):
 
 def test_exit_duration_saves_and_stops(data, tmp_path):
     result = pretrain(argv(data, tmp_path, train_iters=50, exit_duration_mins=0.0, save=str(tmp_path / "ckpt")))
-    assert result["stopped"] == "--exit-duration-mins reached" and result["iteration"] == 1
+    assert result["stopped"] == "--exit-duration-in-mins reached" and result["iteration"] == 1
     assert (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").read_text().strip() == "1"
 
 
