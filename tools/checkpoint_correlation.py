@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Pearson correlation of pass@1 across a series of checkpoints between test sets (paper Table 4).
 
-Same as ``t2c correlation``: a thin wrapper over :func:`megatron_t2c.analysis.commands.correlation_main`; ``--help`` lists the flags.
+Same as ``t2c correlation``: a thin wrapper over
+:func:`megatron_t2c.analysis.commands.correlation_main`; ``--help`` lists the flags.
 """
 
 import sys

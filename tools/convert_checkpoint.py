@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Convert megatron_t2c checkpoints to Hugging Face directories and back.
 
-Same as ``t2c convert``: a thin wrapper over :func:`megatron_t2c.hf.commands.convert_main`; ``--help`` lists the flags.
+Same as ``t2c convert``: a thin wrapper over
+:func:`megatron_t2c.hf.commands.convert_main`; ``--help`` lists the flags.
 """
 
 import sys

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Extract Python functions, methods and classes into JSONL records (paper Appendix A).
 
-Same as ``t2c extract``: a thin wrapper over :func:`megatron_t2c.data.commands.extract_main`; ``--help`` lists the flags.
+Same as ``t2c extract``: a thin wrapper over
+:func:`megatron_t2c.data.commands.extract_main`; ``--help`` lists the flags.
 """
 
 import sys

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Print what an MRPT objective and separation feed the model, one JSON object per packed sequence.
 
-Same as ``t2c inspect``: a thin wrapper over :func:`megatron_t2c.analysis.commands.inspect_main`; ``--help`` lists the flags.
+Same as ``t2c inspect``: a thin wrapper over
+:func:`megatron_t2c.analysis.commands.inspect_main`; ``--help`` lists the flags.
 """
 
 import sys

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Write RUN_DIR/report.md (and its PNGs beside it) for a pipeline run directory.
 
-Same as ``t2c report``: a thin wrapper over :func:`megatron_t2c.analysis.commands.report_main`; ``--help`` lists the flags.
+Same as ``t2c report``: a thin wrapper over
+:func:`megatron_t2c.analysis.commands.report_main`; ``--help`` lists the flags.
 """
 
 import sys

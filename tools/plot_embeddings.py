@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Nearest neighbours of tokens in a checkpoint's docstring and code embedding spaces, drawn with t-SNE
+"""Nearest neighbours of tokens in a checkpoint's docstring and code embedding spaces, drawn with t-SNE.
 
-Same as ``t2c embeddings``: a thin wrapper over :func:`megatron_t2c.analysis.commands.embeddings_main`; ``--help`` lists the flags.
+Same as ``t2c embeddings``: a thin wrapper over
+:func:`megatron_t2c.analysis.commands.embeddings_main`; ``--help`` lists the flags.
 """
 
 import sys

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Convert JSONL extraction records to a Megatron indexed dataset (OUT.bin + OUT.idx).
 
-Same as ``t2c preprocess``: a thin wrapper over :func:`megatron_t2c.data.commands.preprocess_main`; ``--help`` lists the flags.
+Same as ``t2c preprocess``: a thin wrapper over
+:func:`megatron_t2c.data.commands.preprocess_main`; ``--help`` lists the flags.
 """
 
 import sys

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The main job after the data stages: MAPT -> MRPT variants -> HumanEval/MBPP -> HF export -> report.
 
-Same as ``t2c pipeline``: a thin wrapper over :func:`megatron_t2c.pipeline.commands.pipeline_main`; ``--help`` lists the flags.
+Same as ``t2c pipeline``: a thin wrapper over
+:func:`megatron_t2c.pipeline.commands.pipeline_main`; ``--help`` lists the flags.
 """
 
 import sys

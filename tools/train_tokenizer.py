@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Train the SentencePiece tokenizer (fixed special ids, exact round trip) on JSONL extraction records.
 
-Same as ``t2c tokenizer``: a thin wrapper over :func:`megatron_t2c.tokenizer.commands.train_main`; ``--help`` lists the flags.
+Same as ``t2c tokenizer``: a thin wrapper over
+:func:`megatron_t2c.tokenizer.commands.train_main`; ``--help`` lists the flags.
 """
 
 import sys

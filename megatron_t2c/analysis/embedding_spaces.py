@@ -1,5 +1,6 @@
-"""Nearest neighbours of tokens in the docstring and code embedding spaces, and their t-SNE plots
-(paper Figures 3 and 5).
+"""Nearest neighbours of tokens in the docstring and code embedding spaces, and their t-SNE plots.
+
+The paper's Figures 3 and 5, for any checkpoint (``t2c embeddings``).
 
 A checkpoint's word-embedding table is read in its canonical form (:mod:`megatron_t2c.models.row_layout`):
 ``base [V, h]`` (one row per token) and ``code [K, h]`` (the code rows of the ``K`` separated tokens).  The

@@ -4,28 +4,12 @@ megatron-core's local layer spec computes attention with ``DotProductAttention``
 ``[b, heads, s, s]`` scores, masks them with the dense boolean mask and runs an unfused softmax.  Packed rows
 need a *document* mask (tokens see only their own document) and PREFIX-CODE needs a *prefix* mask (the
 docstring sees itself bidirectionally), so the causal-only fused kernels do not apply as such.  This module
-swaps ``core_attention`` in megatron's local spec (:func:`layer_spec`) for one of:
+swaps ``core_attention`` in megatron's local spec (:func:`layer_spec`) for one of ``sdpa`` (the default;
+runs everywhere), ``flex`` (FlexAttention block mask), ``te`` (Transformer Engine, when installed) or
+``unfused`` (megatron's own, the reference); :data:`BACKENDS` describes each.
 
-``sdpa``
-    ``torch.nn.functional.scaled_dot_product_attention`` with a dense boolean mask (torch picks a kernel
-    that takes one; without a mask it runs causal-only).  Works everywhere; the tests' backend.
-``flex``
-    FlexAttention with a ``BlockMask``: fully masked blocks are skipped, fully visible ones need no mask.
-    The block mask is built once per batch (:meth:`AttentionMask.prepare`) and shared by every layer.  No
-    attention dropout.  On CUDA the kernel is compiled with ``torch.compile``; on the CPU (torch 2.13) it runs
-    eagerly and only forward.  Not measured on a GPU in this repository's tests.
-``te``
-    Transformer Engine's ``TEDotProductAttention`` with an arbitrary mask, when Transformer Engine is
-    installed (detected, never required).
-``unfused``
-    megatron's own ``DotProductAttention`` (the reference).
-
-All take megatron's mask convention: a boolean ``[b or 1, 1, sq, sk]`` tensor, True = masked, or None for
-plain causal attention.  The model converts it once per batch with :meth:`AttentionMask.prepare` into the
-form the backend wants (``sdpa``/``flex`` then receive an :class:`AttentionMask`; a raw tensor still works:
-it is converted per layer, which is what happens under activation recompute, whose checkpoint function only
-passes tensors).  Every query row must keep at least one visible key (the diagonal always is in causal,
-document and prefix masks), else SDPA returns NaN for that row.
+All take megatron's mask convention (a boolean tensor, True = masked, or None for causal); the model
+converts it once per batch with :meth:`AttentionMask.prepare`.
 
 Positions (learned absolute or RoPE) are applied by megatron's ``SelfAttention`` before core attention;
 dropout draws from megatron's model-parallel RNG tracker, as ``DotProductAttention`` does.
@@ -53,7 +37,21 @@ from megatron.core.utils import divide
 __all__ = ["BACKENDS", "te_available", "resolve_backend", "AttentionMask", "SDPAAttention",
            "FlexCoreAttention", "core_attention_spec", "layer_spec"]
 
-#: Backend names accepted by :func:`layer_spec` (``auto`` = ``sdpa``).
+#: Backend names accepted by :func:`layer_spec` (``auto`` = ``sdpa``):
+#:
+#: ``sdpa``
+#:     ``torch.nn.functional.scaled_dot_product_attention`` with a dense boolean mask (torch picks a kernel
+#:     that takes one; without a mask it runs causal-only).  Works everywhere; the tests' backend.
+#: ``flex``
+#:     FlexAttention with a ``BlockMask``: fully masked blocks are skipped, fully visible ones need no mask.
+#:     The block mask is built once per batch (:meth:`AttentionMask.prepare`) and shared by every layer.  No
+#:     attention dropout.  On CUDA the kernel is compiled with ``torch.compile``; on the CPU (torch 2.13) it
+#:     runs eagerly and only forward.  Not measured on a GPU in this repository's tests.
+#: ``te``
+#:     Transformer Engine's ``TEDotProductAttention`` with an arbitrary mask, when Transformer Engine is
+#:     installed (detected, never required).
+#: ``unfused``
+#:     megatron's own ``DotProductAttention`` (the reference).
 BACKENDS = ("sdpa", "flex", "te", "unfused", "auto")
 
 
@@ -111,6 +109,13 @@ def _block_mask(masked: Optional[torch.Tensor], batch: int, sq: int, sk: int, de
 @dataclasses.dataclass(eq=False)
 class AttentionMask:
     """The batch's attention mask in the form a backend consumes, shared by all layers of a forward pass.
+
+    Megatron's mask is a boolean ``[b or 1, 1, sq, sk]`` tensor, True = masked, or None for plain causal
+    attention.  :meth:`prepare` converts it once per batch into the form the backend wants (``sdpa``/``flex``
+    then receive an :class:`AttentionMask`; a raw tensor still works: it is converted per layer, which is
+    what happens under activation recompute, whose checkpoint function only passes tensors).  Every query
+    row must keep at least one visible key (the diagonal always is in causal, document and prefix masks),
+    else SDPA returns NaN for that row.
 
     Attributes:
         backend: ``sdpa`` or ``flex``.

@@ -18,13 +18,9 @@ that holds its base row.  With ``V`` the tokenizer's vocabulary, ``p`` the tenso
   block.  A lookup needs nothing beyond megatron's own all-reduce, and scoring the base vocabulary with code
   rows is a local gather (:meth:`RowLayout.code_output_index`).
 
-The *canonical* form of the table, independent of ``p`` (used by checkpoints, conversions and tests), is
-``base [V or more, h]`` (rows in token order) plus ``code [K, h]`` (the code rows of the ``K`` separated
-tokens in id order); :meth:`RowLayout.to_local` and :meth:`RowLayout.from_local` convert.  Rank ``r``'s
-code rows are the contiguous slice ``code_offsets[r] : code_offsets[r] + code_counts[r]`` of it.
-
-Padding rows (base ids ``V ... Vp-1`` and unused code slots) are never looked up and never predicted (the
-model masks their logits).
+Checkpoints hold the table's *canonical* form, independent of ``p`` (see :class:`RowLayout`).  Padding rows
+(base ids ``V ... Vp-1`` and unused code slots) are never looked up and never predicted (the model masks
+their logits).
 """
 
 from __future__ import annotations
@@ -49,6 +45,11 @@ def padded_vocab_size(vocab_size: int, tp_size: int, make_vocab_size_divisible_b
 
 class RowLayout:
     """Where each token's base and code rows live in the tensor-parallel word-embedding table.
+
+    The *canonical* form of the table, independent of ``p`` (used by checkpoints, conversions and tests), is
+    ``base [V or more, h]`` (rows in token order) plus ``code [K, h]`` (the code rows of the ``K`` separated
+    tokens in id order); :meth:`to_local` and :meth:`from_local` convert.  Rank ``r``'s code rows are the
+    contiguous slice ``code_offsets[r] : code_offsets[r] + code_counts[r]`` of it.
 
     Args:
         separated: base ids that get a code row (any order, duplicates ignored); each in ``[0, vocab_size)``.

@@ -13,36 +13,10 @@ format         segments
                ``[eoc]`` -> outside
 =============  ==========================================================================================
 
-Two views of the same state machine:
-
-* :func:`segment_ids` -- the segment a position is in *after* reading its token (a marker opens its
-  segment; ``[eoc]`` closes the document, so it and anything after it is outside = ``SHARED``).  This is
-  also the output space of the position: the segment of the token it predicts, for every label that is
-  not itself a marker.
-* :func:`modality_ids` -- the token's own modality: its segment, except that every special id (below
-  ``NUM_SPECIAL``: pad/unk/bos/eos, the format markers, ``[MASK]``, the whitespace markers
-  ``[new_line] [indent] [dedent]`` and raw ``\\n \\t \\r``) is ``SHARED``: specials never get code rows,
-  even inside code (as in the paper's release).
-
-Rows that start inside a document (packing cuts documents anywhere): the tokens before the row's first
-marker take the segment that precedes that marker in a well-formed sample:
-
-=============  ==============  ============================================================================
-format         first marker    tokens before it
-=============  ==============  ============================================================================
-both           ``[eoc]``       code (the end of a code body)
-pangu          ``[python]``    docstring (in PanGu only a docstring can precede ``[python]``)
-pycodegpt      ``[python]``    docstring -- ambiguous: in a code-only sample it is the signature; text-code
-                               pairs (the MRPT data) have the docstring there
-pycodegpt      ``[descr]``     code (the signature)
-both           ``[descr]``,    shared (nothing precedes a document's first marker)
-               ``[sos]``
-both           none in row     code (a row with no marker lies inside one long document, in practice its
-                               code: docstrings are single lines)
-=============  ==============  ============================================================================
-
-A generation prefix is a row like any other: a prompt ends with ``[python]``, so everything generated after
-it is code.
+Two views of the same state machine: :func:`segment_ids` (the segment a position is in, which is also its
+output space) and :func:`modality_ids` (the token's own modality: special tokens are always shared).  A row
+that starts inside a document is handled by :data:`SEGMENT_BEFORE`.  A generation prefix is a row like any
+other: a prompt ends with ``[python]``, so everything generated after it is code.
 
 This file must stay self-contained (it imports only torch): the Hugging Face export ships its source
 verbatim.  The ids below are those of :mod:`megatron_t2c.mrpt.special_tokens` (a test checks that they agree).
@@ -68,11 +42,21 @@ SEGMENT_AFTER: dict[str, dict[int, int]] = {
     "pycodegpt": {SOS_ID: CODE, DESCR_ID: DOCSTRING, PYTHON_ID: CODE, EOC_ID: SHARED},
 }
 #: Per format: marker id -> segment of the tokens before it when it is the first marker of a row.
+#: Packing cuts documents anywhere, so a row may start inside one; its tokens before the first marker take
+#: the segment that precedes that marker in a well-formed sample:
+#:
+#: - ``[eoc]`` first (both formats): code, the end of a code body;
+#: - ``[python]`` first: docstring (in PanGu only a docstring can precede ``[python]``; in PyCodeGPT it is
+#:   ambiguous -- a code-only sample has the signature there -- but the MRPT data, text-code pairs, have the
+#:   docstring);
+#: - ``[descr]`` first: shared in PanGu (nothing precedes a document's first marker), code (the signature) in
+#:   PyCodeGPT; ``[sos]`` first: shared.
 SEGMENT_BEFORE: dict[str, dict[int, int]] = {
     "pangu": {DESCR_ID: SHARED, PYTHON_ID: DOCSTRING, EOC_ID: CODE},
     "pycodegpt": {SOS_ID: SHARED, DESCR_ID: CODE, PYTHON_ID: DOCSTRING, EOC_ID: CODE},
 }
-#: Segment of a row without any marker.
+#: Segment of a row without any marker: it lies inside one long document, in practice its code (docstrings
+#: are single lines).
 SEGMENT_NO_MARKER = CODE
 
 
@@ -116,7 +100,9 @@ def _check_format(fmt: str) -> None:
 def segment_ids(tokens: torch.Tensor, fmt: str) -> torch.LongTensor:
     """The segment (``SHARED`` = outside a document, ``DOCSTRING``, ``CODE``) after reading each token.
 
-    Markers belong to the segment they open and ``[eoc]`` is ``SHARED``.  Same shape as ``tokens``.
+    Markers belong to the segment they open; ``[eoc]`` closes the document, so it and anything after it is
+    ``SHARED``.  This is also the output space of a position: the segment of the token it predicts, for every
+    label that is not itself a marker.  Same shape as ``tokens``.
     """
     _check_format(fmt)
     return marker_states(tokens, SEGMENT_AFTER[fmt], SEGMENT_BEFORE[fmt], SEGMENT_NO_MARKER)
@@ -126,8 +112,10 @@ def modality_ids(tokens: torch.Tensor, fmt: str) -> torch.LongTensor:
     """Each token's modality: ``SHARED`` (0), ``DOCSTRING`` (1) or ``CODE`` (2).
 
     ``tokens``: integer ids, any leading dimensions, the sequence last; the result has the same shape
-    and device (int64).  A token's modality is its segment (:func:`segment_ids`), except that special ids
-    (``< NUM_SPECIAL``) are always ``SHARED``.
+    and device (int64).  A token's modality is its segment (:func:`segment_ids`), except that every special
+    id (``< NUM_SPECIAL``: pad/unk/bos/eos, the format markers, ``[MASK]``, the whitespace markers
+    ``[new_line] [indent] [dedent]`` and raw ``\\n \\t \\r``) is ``SHARED``: specials never get code rows, even
+    inside code (as in the paper's release).
     """
     segments = segment_ids(tokens, fmt)
     special = (tokens >= 0) & (tokens < NUM_SPECIAL)

@@ -1,7 +1,7 @@
 """The special tokens of the text-to-code formats and their fixed SentencePiece ids.
 
 Ids 0-3 are SentencePiece's control pieces; the user-defined pieces follow in the order of
-``USER_DEFINED``, so every tokenizer trained by ``tools/train_tokenizer.py`` gives the same id to the
+``USER_DEFINED``, so every tokenizer trained by ``t2c tokenizer`` gives the same id to the
 same marker whatever its vocabulary size.
 
 ======  ==============  ==========================================================

@@ -1,7 +1,7 @@
 """The main job after the data stages: MAPT -> MRPT variants -> zero-shot evaluation -> HF export -> report.
 
 ``examples/quickstart.sh`` runs the data stages (extraction, tokenizer, datasets, summary) and then this
-module (``tools/run_pipeline.py``).  Everything lands under one run directory::
+module (``t2c pipeline``, or ``tools/run_pipeline.py``).  Everything lands under one run directory::
 
     RUN_DIR/train/<name>/          checkpoints/, log.jsonl, tensorboard/   (name: mapt, mrpt_<objective>_<separation>)
     RUN_DIR/eval/<name>/<task>/    <mode>.samples.jsonl, <mode>.results.jsonl, <mode>.summary.json
@@ -15,8 +15,9 @@ evaluation stage resumes where it stopped (``--load``; samples and results files
 ``--nproc-per-node N`` > 1 the training and generation stages run under torchrun (N GPUs, or N CPU ranks);
 otherwise everything runs in this process, which saves the start-up of a process per stage.
 
-The defaults are tiny (a 2-layer, 96-wide model with a 512-token context (every HumanEval prompt fits), a few hundred steps, small evaluation samples) so that the
-whole job fits in about 20 minutes on 2 CPU cores; the flags scale it up without editing scripts.
+The defaults are tiny (a 2-layer, 96-wide model with a 512-token context, so that every HumanEval prompt
+fits; a few hundred steps; small evaluation samples) so that the whole job fits in about 20 minutes on 2 CPU
+cores; the flags scale it up without editing scripts.
 """
 
 from __future__ import annotations

@@ -17,17 +17,10 @@ Two mechanisms, both applied only to named upstream functions (the table is :dat
    ``model_parallel_cuda_manual_seed`` and ``get_cuda_rng_tracker().fork()`` work unchanged. The
    activation-recompute helpers that snapshot "the CUDA RNG" snapshot the CPU generator instead.
 2. **"CUDA means CPU" scopes.** Upstream functions that allocate on CUDA are wrapped so that they run
-   inside :func:`cuda_means_cpu`: a ``TorchFunctionMode`` that resolves CUDA device requests to the
-   CPU, makes ``Tensor.cuda()`` a no-op and lets ``Tensor.type()`` report the CUDA type name (so
-   CUDA-only type checks accept CPU tensors); and, on the calling thread only, ``torch.cuda.current_device()``
-   returns 0 and ``torch.cuda.synchronize()`` does nothing (enabling installs thin wrappers for those two
-   that defer to stock torch outside a scope). Outside a scope ``torch.cuda`` behaves as stock (on a
-   CPU-only build it still raises), so code that is not on the list is not silently changed.
+   inside :func:`cuda_means_cpu` (its docstring says what changes inside one).
 
-Config: on a CPU run every ``ModelParallelConfig`` gets ``use_cpu_initialization=True`` -- megatron's only
-way to create parameters off the GPU; it also makes initialisation independent of the tensor-parallel size
-(the full master weight is drawn, then split) -- and ``batch_p2p_comm=False``, because batched pipeline
-p2p over gloo swaps activations and gradients between two pipeline ranks (see :func:`_cpu_config_defaults`).
+Config: on a CPU run every ``ModelParallelConfig`` gets ``use_cpu_initialization=True`` and
+``batch_p2p_comm=False`` (:func:`_cpu_config_defaults` says why).
 """
 
 from __future__ import annotations
@@ -143,7 +136,15 @@ def _synchronize(device: Any = None) -> None:
 
 @contextlib.contextmanager
 def cuda_means_cpu() -> Iterator[None]:
-    """Run a block of CUDA-assuming upstream code on the CPU (see the module docstring)."""
+    """Run a block of CUDA-assuming upstream code on the CPU.
+
+    Inside the block a ``TorchFunctionMode`` resolves CUDA device requests to the CPU, makes ``Tensor.cuda()``
+    a no-op and lets ``Tensor.type()`` report the CUDA type name (so CUDA-only type checks accept CPU
+    tensors); and, on the calling thread only, ``torch.cuda.current_device()`` returns 0 and
+    ``torch.cuda.synchronize()`` does nothing (:func:`enable_cpu_compat` installs thin wrappers for those two
+    that defer to stock torch outside a scope).  Outside a scope ``torch.cuda`` behaves as stock (on a
+    CPU-only build it still raises), so code that is not on the list is not silently changed.
+    """
     _scope.depth = getattr(_scope, "depth", 0) + 1
     try:
         with _CudaMeansCpuMode():
@@ -248,7 +249,8 @@ def _cpu_config_defaults(original_post_init: Callable) -> Callable:
     """Wrap ``ModelParallelConfig.__post_init__`` to set the two settings a CPU run needs.
 
     - ``use_cpu_initialization=True``: otherwise layers create parameters on
-      ``torch.cuda.current_device()``; megatron has no other way to build them on the CPU.
+      ``torch.cuda.current_device()``; megatron has no other way to build them on the CPU.  It also makes
+      initialisation independent of the tensor-parallel size (the full master weight is drawn, then split).
     - ``batch_p2p_comm=False``: the batched pipeline p2p path posts ``send_prev, recv_prev, send_next,
       recv_next`` to one group. With two pipeline ranks ``prev == next``, and gloo matches messages
       between a pair in posting order, so activations and gradients are swapped whenever both directions

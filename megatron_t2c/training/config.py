@@ -1,8 +1,9 @@
-"""The configuration of a training run (``pretrain_t2c.py``): dataclasses whose fields are the flags.
+"""The configuration of a training run (``t2c train``): dataclasses whose fields are the flags.
 
-``ModelConfig`` (:mod:`megatron_t2c.models.gpt`) holds the architecture and the separation; the classes here hold
-the data, the objective and schedule, parallelism and precision, checkpoints and logging.  Every field is a
-``--kebab-case`` flag (see :mod:`megatron_t2c.utils.dataclass_flags`), and ``--config run.yaml`` loads any of them from YAML.
+``ModelConfig`` (:mod:`megatron_t2c.models.gpt`) holds the architecture and the separation; the classes here
+hold the data, the objective and schedule, parallelism and precision, checkpoints and logging.  Every field is
+a ``--kebab-case`` flag (see :mod:`megatron_t2c.utils.dataclass_flags`), and ``--config run.yaml`` loads any of
+them from YAML.
 
 Stage presets (paper §3.5): ``--stage mapt`` (the default without ``--init-from``) trains from scratch with
 learning rate 1e-4 -> 5e-6 and gradient clipping 3.0; ``--stage mrpt`` (the default with ``--init-from``)
@@ -40,7 +41,7 @@ STAGE_PRESETS = {"mapt": StagePreset(1e-4, 5e-6, 3.0), "mrpt": StagePreset(1e-5,
 
 @dataclass(kw_only=True)
 class DataConfig:
-    """Data: indexed datasets from tools/preprocess_data.py, blended, split and packed by megatron-core."""
+    """Data: indexed datasets from ``t2c preprocess``, blended, split and packed by megatron-core."""
 
     data_path: list[str] = option(help="dataset prefixes, optionally weighted: 'PREFIX' or '0.7 A 0.3 B' "
                                   "(weights are relative; unweighted prefixes blend by size)",

@@ -1,4 +1,4 @@
-"""The training loop of ``pretrain_t2c.py``: MAPT from scratch, MRPT from a MAPT checkpoint, exact resume.
+"""The training loop of ``t2c train``: MAPT from scratch, MRPT from a MAPT checkpoint, exact resume.
 
 Everything distributed is megatron-core's: the model-parallel groups, ``DistributedDataParallel`` (gradient
 reduction, optionally the distributed optimiser), ``get_megatron_optimizer`` (Adam, clipping, fp16 loss
@@ -9,9 +9,10 @@ objectives and checkpoints:
 1. :func:`setup` builds the tokenizer, separation, model, optimiser, schedule and data of a
    :class:`~megatron_t2c.training.config.RunConfig`, then loads ``--load`` (resume) or ``--init-from`` (MRPT).
 2. :meth:`Trainer.train` runs optimiser steps: each is the micro-batches of
-   :class:`~megatron_t2c.data.gpt_datasets.StepBatches` through the schedule, the optimiser and the scheduler;
-   logs (:class:`~megatron_t2c.training.metrics.StepLog`), validates, saves every ``--save-interval`` steps and at the
-   end, and stops cleanly on SIGTERM or ``--exit-duration-mins`` (after saving).
+   :class:`~megatron_t2c.data.gpt_datasets.StepBatches` through the schedule, the optimiser and the
+   scheduler; logs (:class:`~megatron_t2c.training.metrics.StepLog`), validates, saves every
+   ``--save-interval`` steps and at the end, and stops cleanly on SIGTERM or ``--exit-duration-mins``
+   (after saving).
 
 **Loss.** Each micro-batch returns the sum of its per-token losses and its number of loss tokens; megatron
 (``calculate_per_token_loss``) divides the gradients by the step's total token count across micro-batches and

@@ -1,9 +1,9 @@
 """Reading extraction records (JSONL) with every line accounted for.
 
-``tools/extract_functions.py`` writes one JSON object per line with the fields ``id path kind name
-signature docstring code`` and optionally ``normalised``.  :func:`parse_record` turns one raw line into a
-record or raises :class:`BadLine` with a short machine-readable ``reason`` (the key under which the line
-is counted) and a human-readable detail; :class:`LineReport` counts reasons and prints the first few bad
+``t2c extract`` (:mod:`megatron_t2c.data.extraction`) writes one JSON object per line with the fields
+``id path kind name signature docstring code`` and optionally ``normalised``.  :func:`parse_record` turns one
+raw line into a record or raises :class:`BadLine` with a short machine-readable ``reason`` (the key under
+which the line is counted) and a human-readable detail; :class:`LineReport` counts reasons and prints the first few bad
 lines with their 1-based line numbers.  The tokenizer trainer and the preprocessor share both, so a line
 that one of them rejects the other rejects for the same reason.
 
