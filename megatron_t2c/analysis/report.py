@@ -356,14 +356,24 @@ def _status_section(ctx: _Context) -> list[str]:
     return lines
 
 
+def _mbpp_skipped(ctx: _Context) -> list[str]:
+    """The main job's note when MBPP could not be had (``eval/mbpp_skipped.json``)."""
+    skipped = _read_json(ctx.path("eval", "mbpp_skipped.json"))
+    if not skipped:
+        return []
+    return ["", f"**MBPP was skipped**: {skipped.get('reason', 'the data could not be had')}. To add it: "
+                f"{skipped.get('how_to_provide', '')}; then re-run the main job (finished stages are kept)."]
+
+
 def _results_section(ctx: _Context) -> list[str]:
     if not ctx.runs:
-        return [f"*{NOT_RUN}: no runs under `train/` or `eval/`.*"]
+        return [f"*{NOT_RUN}: no runs under `train/` or `eval/`.*"] + _mbpp_skipped(ctx)
     lines = ["Percentages. pass@1: greedy decoding (the sampled pass@1 where no greedy run exists); pass@10 and "
              "pass@100: sampling, shown only where every problem has at least k samples; incremental pass@1 "
              "(paper §3.4): micro averages over all incremental prompts, macro over problems. "
              f"{DASH}: not evaluated.", ""]
     lines += results_table(ctx.run_dir, ctx.runs)
+    lines += _mbpp_skipped(ctx)
     coverage = coverage_table(ctx.run_dir, ctx.runs)
     if coverage:
         lines += ["", "What each figure is computed over (quick runs evaluate subsets of the problems):", ""]

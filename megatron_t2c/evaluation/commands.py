@@ -28,5 +28,11 @@ def evaluate_main(argv: Sequence[str] | None = None, prog: str = "t2c evaluate")
         from megatron_t2c.evaluation.execute import main as stage_main
     else:
         from megatron_t2c.evaluation.generate import main as stage_main
-    stage_main(rest, prog=f"{prog} {stage}")
+    from megatron_t2c.evaluation.tasks.mbpp import MbppUnavailable
+
+    try:
+        stage_main(rest, prog=f"{prog} {stage}")
+    except MbppUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -72,7 +72,9 @@ class PipelineConfig:
                                help="runs exported to Hugging Face (with --verify)")
     nproc_per_node: int = option(1, help="processes for training and generation (>1: torchrun)")
     cpu: Optional[bool] = option(None, help="compute on the CPU (default: when there is no CUDA device)")
-    mbpp_path: Optional[str] = option(None, help="the official mbpp.jsonl (default: ../shared/data/mbpp.jsonl)")
+    mbpp_path: Optional[str] = option(None, help="the official mbpp.jsonl (default: $T2C_MBPP, "
+                                      "../shared/data/mbpp.jsonl, the user cache, else downloaded once; without "
+                                      "it MBPP is skipped)")
     seed: int = option(1234, help="random seed")
 
 
@@ -185,7 +187,8 @@ class Pipeline:
                         "--limit", str(c.sample_problems)],
             "incremental": ["--incremental", "--greedy", "--limit", str(c.incremental_prompts)],
         }
-        for task in ("humaneval", "mbpp"):
+        mbpp_path = self.mbpp_path()
+        for task in ("humaneval", "mbpp") if mbpp_path else ("humaneval",):
             out_dir = os.path.join(self.run_dir, "eval", name, task)
             os.makedirs(out_dir, exist_ok=True)
             for mode, flags in modes.items():
@@ -193,19 +196,39 @@ class Pipeline:
                 args = ["--task", task, "--checkpoint", ckpt, "--output", samples, "--max-new-tokens",
                         str(c.max_new_tokens), "--batch-size", str(c.eval_batch_size), "--seed", str(c.seed),
                         "--no-progress", *flags] + (["--cpu"] if c.cpu else ["--dtype", "bf16"])
-                args += _optional("--mbpp-path", c.mbpp_path)
+                args += ["--mbpp-path", mbpp_path] if task == "mbpp" else []
                 self.stage(f"generate {name} {task} {mode}", samples + ".done",
                            lambda args=args: self._generate(args))
                 summary = os.path.join(out_dir, f"{mode}.summary.json")
                 exec_args = ["--task", task, "--samples", samples, "--output",
                              os.path.join(out_dir, f"{mode}.results.jsonl"), "--summary", summary,
-                             "--workers", str(c.workers), "--no-progress"] + _optional("--mbpp-path", c.mbpp_path)
+                             "--workers", str(c.workers), "--no-progress"]
+                exec_args += ["--mbpp-path", mbpp_path] if task == "mbpp" else []
                 self.stage(f"execute {name} {task} {mode}", summary, lambda a=exec_args: self._execute(a))
+
+    def mbpp_path(self) -> Optional[str]:
+        """The official mbpp.jsonl (found, or downloaded once into the user cache), or None when it cannot be
+        had: then MBPP is skipped, the console says why and how to provide it, and ``eval/mbpp_skipped.json``
+        keeps that for the report.  Resolved once per run."""
+        if not hasattr(self, "_mbpp"):
+            from megatron_t2c.evaluation.tasks.mbpp import MbppUnavailable, how_to_provide, resolve_mbpp_path
+
+            skipped = os.path.join(self.run_dir, "eval", "mbpp_skipped.json")
+            try:
+                self._mbpp: Optional[str] = str(resolve_mbpp_path(self.c.mbpp_path))
+                if os.path.exists(skipped):
+                    os.remove(skipped)
+            except MbppUnavailable as exc:
+                self._mbpp = None
+                write_json(skipped, {"reason": str(exc), "how_to_provide": how_to_provide()})
+                self._say(f"== MBPP skipped: {exc}\n   HumanEval runs; provide MBPP and re-run to add it "
+                          "(finished stages are kept)")
+        return self._mbpp
 
     def _generate(self, args: list[str]) -> None:
         from megatron_t2c.evaluation.generate import main as generate_main
 
-        self._launch("megatron_t2c/evaluation/generate.py", args, generate_main)
+        self._launch("evaluate", ["generate", *args], lambda a: generate_main(a[1:]))
 
     def _execute(self, args: list[str]) -> None:
         from megatron_t2c.evaluation.execute import main as execute_main
@@ -223,6 +246,7 @@ class Pipeline:
 
     def report(self) -> None:
         cmd = [sys.executable, "-m", "megatron_t2c", "report", self.run_dir]
+        cmd += ["--mbpp-path", self.mbpp_path()] if self.mbpp_path() else []
         self._say("== report")
         start = time.time()
         subprocess.run(cmd, check=True)

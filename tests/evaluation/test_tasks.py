@@ -10,7 +10,7 @@ from megatron_t2c.evaluation.prompts import function_lines
 from megatron_t2c.mrpt.normalise import denormalise, normalise
 from megatron_t2c.mrpt.special_tokens import DESCR, PYTHON, SOS
 from megatron_t2c.evaluation.tasks.humaneval import NUM_PROBLEMS, load_humaneval
-from megatron_t2c.evaluation.tasks.mbpp import DEFAULT_PATH, load_mbpp
+from megatron_t2c.evaluation.tasks.mbpp import SHARED_PATH, load_mbpp
 
 
 
@@ -47,10 +47,10 @@ def test_mbpp_test_split(mbpp):
 
 def test_mbpp_rejects_wrong_or_missing_file(tmp_path):
     bad = tmp_path / "mbpp.jsonl"
-    bad.write_bytes(DEFAULT_PATH.read_bytes().replace(b"Write a", b"Write  a", 1))
+    bad.write_bytes(SHARED_PATH.read_bytes().replace(b"Write a", b"Write  a", 1))
     with pytest.raises(ValueError, match="sha256"):
         load_mbpp(bad)
-    with pytest.raises(FileNotFoundError, match="mbpp.jsonl"):
+    with pytest.raises(FileNotFoundError, match="missing.jsonl is not a file"):
         load_mbpp(tmp_path / "missing.jsonl")
     with pytest.raises(ValueError, match="split"):
         load_mbpp(split="dev")

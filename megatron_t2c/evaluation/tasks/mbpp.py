@@ -1,7 +1,8 @@
 """MBPP (Austin et al. 2021): the official ``mbpp.jsonl``; the test split is task ids 11-510 (500 problems).
 
-The file is not bundled: :func:`load_mbpp` reads ``path`` or, by default, ``../shared/data/mbpp.jsonl``
-relative to the repository root, and checks its sha256 (from that folder's README) before use.
+The file is not bundled; :func:`resolve_mbpp_path` finds it (``--mbpp-path``, ``$T2C_MBPP``,
+``../shared/data/mbpp.jsonl`` beside a checkout, the user cache) or downloads it once into the cache; its
+sha256 is checked on every read.
 
 For each problem:
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from megatron_t2c.mrpt.formats import clean_docstring
@@ -37,7 +39,66 @@ from megatron_t2c.evaluation.problem import Problem
 SHA256 = "0b7004a79cd62d9ec7ecdd5a6e5f0ef1210ff00b286df3c5d5b57bf38c58e19a"
 #: Task-id ranges (inclusive) of the splits; only ``test`` is fixed by the MBPP authors.
 SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
-DEFAULT_PATH = Path(__file__).resolve().parents[4] / "shared" / "data" / "mbpp.jsonl"  # beside the checkout
+#: ``../shared/data/mbpp.jsonl`` beside a checkout of this repository (absent on a user's machine).
+SHARED_PATH = Path(__file__).resolve().parents[4] / "shared" / "data" / "mbpp.jsonl"
+#: The official file (google-research/google-research, folder mbpp); ``$T2C_MBPP_URL`` overrides it.
+MBPP_URL = "https://raw.githubusercontent.com/google-research/google-research/master/mbpp/mbpp.jsonl"
+ENV_PATH, ENV_URL = "T2C_MBPP", "T2C_MBPP_URL"
+DOWNLOAD_TIMEOUT_S = 20
+
+
+class MbppUnavailable(FileNotFoundError):
+    """The official mbpp.jsonl could not be found or downloaded; the message says how to provide it."""
+
+
+def cache_path() -> Path:
+    """The user cache the download goes to: ``$XDG_CACHE_HOME`` (or ``~/.cache``)/megatron_t2c/mbpp.jsonl."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "megatron_t2c" / "mbpp.jsonl"
+
+
+def how_to_provide() -> str:
+    return (f"pass --mbpp-path FILE, set ${ENV_PATH}=FILE, place it at {SHARED_PATH} or {cache_path()}, or allow "
+            f"the one-time download from {os.environ.get(ENV_URL) or MBPP_URL}")
+
+
+def _download(url: str, target: Path) -> None:
+    """Fetch ``url`` into ``target`` atomically, keeping it only if it is the official file."""
+    from urllib.request import urlopen
+
+    from megatron_t2c.utils.atomic import atomic_open
+
+    with urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
+        data = response.read()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != SHA256:
+        raise ValueError(f"{url} did not give the official mbpp.jsonl (sha256 {digest}, expected {SHA256})")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(str(target), "wb") as fh:
+        fh.write(data)
+
+
+def resolve_mbpp_path(path: str | os.PathLike | None = None, *, download: bool = True) -> Path:
+    """Where the official mbpp.jsonl is, in this order: ``path`` (``--mbpp-path``), ``$T2C_MBPP``,
+    :data:`SHARED_PATH`, :func:`cache_path`; when none exists it is downloaded once into the cache.
+    An explicitly named file that does not exist is an error (it is never replaced by another).  Raises
+    :class:`MbppUnavailable` with the reason and the ways to provide the file."""
+    for given, name in ((path, "--mbpp-path"), (os.environ.get(ENV_PATH) or None, f"${ENV_PATH}")):
+        if given is not None:
+            if not Path(given).is_file():
+                raise MbppUnavailable(f"MBPP data not found: {name} {given} is not a file")
+            return Path(given)
+    for candidate in (SHARED_PATH, cache_path()):
+        if candidate.is_file():
+            return candidate
+    if not download:
+        raise MbppUnavailable(f"MBPP data not found; {how_to_provide()}")
+    url, target = os.environ.get(ENV_URL) or MBPP_URL, cache_path()
+    try:
+        _download(url, target)
+    except (OSError, ValueError) as exc:  # no network (URLError is an OSError), a wrong file, a read-only cache
+        raise MbppUnavailable(f"MBPP data not found and the download failed ({exc}); {how_to_provide()}") from None
+    return target
 
 
 def _lf(text: str) -> str:
@@ -79,11 +140,7 @@ def problem_from_record(record: dict) -> Problem:
 
 def load_mbpp_records(path: str | Path | None = None) -> list[dict]:
     """All 974 records of ``mbpp.jsonl`` after checking its sha256."""
-    path = Path(path) if path is not None else DEFAULT_PATH
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"MBPP data not found at {path}: pass load_mbpp(path=...) or place the official mbpp.jsonl "
-            f"(google-research/google-research, folder mbpp) at {DEFAULT_PATH}")
+    path = resolve_mbpp_path(path)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != SHA256:
