@@ -27,6 +27,8 @@ COMMANDS = {
                    "t-SNE of embedding neighbours in the docstring and code spaces"),
     "contamination": ("megatron_t2c.analysis.commands", "contamination_main",
                       "exact matches of benchmark prompts in the training data"),
+    "code-loss": ("megatron_t2c.analysis.commands", "code_loss_main",
+                  "held-out code loss of a checkpoint on the HumanEval/MBPP reference solutions"),
     "correlation": ("megatron_t2c.analysis.commands", "correlation_main",
                     "Pearson correlation of pass@1 across checkpoints between test sets"),
     "pipeline": ("megatron_t2c.pipeline.commands", "pipeline_main",

@@ -269,3 +269,19 @@ def correlation_main(argv=None) -> int:
         with atomic_open(config.markdown) as fh:
             fh.write(text)
     return 0
+
+
+CODE_LOSS_EPILOG = """examples:
+  t2c code-loss runs/quickstart/train/mrpt_code_full/checkpoints --output code_loss.json
+  t2c code-loss runs/mrpt --tasks humaneval --limit 50 --no-cpu"""
+
+
+def code_loss_main(argv=None) -> int:
+    from megatron_t2c.analysis.code_loss import CodeLossConfig, format_markdown, measure
+
+    config = parse_config(CodeLossConfig, argv, epilog=CODE_LOSS_EPILOG,
+                          description="Held-out code loss: the mean per-token loss of the HumanEval and MBPP "
+                                      "reference solutions given their prompts (code space).")
+    result = measure(config)
+    print(format_markdown(result))
+    return 0

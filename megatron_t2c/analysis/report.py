@@ -551,9 +551,19 @@ def _scale_line(runs: Sequence[Run]) -> Optional[str]:
             f"iteration {run.iteration}.")
 
 
+def _code_loss_section(ctx: _Context) -> list[str]:
+    from megatron_t2c.analysis.code_loss import report_lines
+
+    lines, chart = report_lines(ctx.run_dir, [r.name for r in ctx.runs], ctx.path("code_loss.png"), ctx.rel)
+    if chart:
+        ctx.files.append(chart)
+    return lines
+
+
 SECTIONS: tuple[tuple[str, Callable[[_Context], list[str]]], ...] = (
     ("Pipeline status", _status_section),
     ("Results (shaped like the paper's Table 2)", _results_section),
+    ("Held-out code loss", _code_loss_section),
     ("Training", _training_section),
     ("Corpus and dataset statistics", _statistics_section),
     ("Embedding neighbourhoods (paper Figures 3 and 5)", _embeddings_section),

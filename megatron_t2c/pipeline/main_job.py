@@ -187,6 +187,8 @@ class Pipeline:
                         "--limit", str(c.sample_problems)],
             "incremental": ["--incremental", "--greedy", "--limit", str(c.incremental_prompts)],
         }
+        from megatron_t2c.analysis import code_loss
+
         mbpp_path = self.mbpp_path()
         for task in ("humaneval", "mbpp") if mbpp_path else ("humaneval",):
             out_dir = os.path.join(self.run_dir, "eval", name, task)
@@ -205,6 +207,11 @@ class Pipeline:
                              "--workers", str(c.workers), "--no-progress"]
                 exec_args += ["--mbpp-path", mbpp_path] if task == "mbpp" else []
                 self.stage(f"execute {name} {task} {mode}", summary, lambda a=exec_args: self._execute(a))
+        self.stage(f"code loss {name}", code_loss.result_path(self.run_dir, name),
+                   lambda: code_loss.measure(code_loss.CodeLossConfig(
+                       checkpoint=ckpt, output=code_loss.result_path(self.run_dir, name), mbpp_path=mbpp_path,
+                       tasks=["humaneval", "mbpp"] if mbpp_path else ["humaneval"], cpu=bool(c.cpu),
+                       progress=False)))
 
     def mbpp_path(self) -> Optional[str]:
         """The official mbpp.jsonl (found, or downloaded once into the user cache), or None when it cannot be
