@@ -100,7 +100,7 @@ def compare(samples_path: str, workers: int, timeout: float) -> dict[str, Any]:
 
 def _compare(samples_path: str, samples: list, out_dir: str, workers: int, timeout: float) -> dict[str, Any]:
     from megatron_t2c.evaluation.execute import ExecuteConfig, execute, read_results
-    from megatron_t2c.evaluation.sandbox.execution import SandboxConfig
+    from megatron_t2c.evaluation.sandbox.config import SandboxConfig
 
     ours_path = os.path.join(out_dir, "ours.jsonl")
     start = time.perf_counter()

@@ -58,7 +58,9 @@ from megatron_t2c.mrpt.normalise import denormalise
 from megatron_t2c.evaluation.pass_at_k import pass_at_k, summarise
 
 from megatron_t2c.evaluation.problem import Problem
-from megatron_t2c.evaluation.sandbox.execution import FAILED, PASSED, TIMED_OUT, ExecutionPool, SandboxConfig
+from megatron_t2c.evaluation.sandbox.config import SandboxConfig
+from megatron_t2c.evaluation.sandbox.pool import ExecutionPool
+from megatron_t2c.evaluation.sandbox.verdicts import FAILED, PASSED, TIMED_OUT
 
 TASKS = ("humaneval", "mbpp")
 PROMPT_FORMAT_KEY = "prompt_format"  # present: the completion follows our prompt (signature or prefix)

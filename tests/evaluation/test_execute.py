@@ -17,7 +17,7 @@ from benchmarks.execution import human_eval_with_exec, status_of
 from megatron_t2c.mrpt.normalise import denormalise
 from megatron_t2c.evaluation.execute import (ExecuteConfig, Programs, execute, main, markdown_table, read_results,
                            read_samples, split_task_id, summarise_results)
-from megatron_t2c.evaluation.sandbox.execution import SandboxConfig
+from megatron_t2c.evaluation.sandbox.config import SandboxConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -1,11 +1,12 @@
-"""The sandbox (megatron_t2c/evaluation/sandbox/execution.py): every benchmark reference passes through it, hostile programs fail or
-time out without harming the harness, files outside their directory or leaving processes behind."""
+"""The sandbox pool (megatron_t2c/evaluation/sandbox/): every benchmark reference passes through it, hostile programs
+fail or time out without harming the harness, files outside their directory or leaving processes behind."""
 
 from __future__ import annotations
 
 import ast
 import os
 import socket
+import subprocess
 import sys
 import time
 
@@ -13,7 +14,9 @@ import psutil
 import pytest
 
 from megatron_t2c.evaluation.execute import Programs
-from megatron_t2c.evaluation.sandbox.execution import FAILED, PASSED, TIMED_OUT, ExecutionPool, SandboxConfig
+from megatron_t2c.evaluation.sandbox.config import SandboxConfig
+from megatron_t2c.evaluation.sandbox.pool import ExecutionPool
+from megatron_t2c.evaluation.sandbox.verdicts import FAILED, PASSED, TIMED_OUT
 
 # MBPP/341's reference (tuple(set)) fails its own asserts under every CPython 3: the order of
 # {6, ..., 11} is not sorted.  It fails the same way with a plain exec outside the sandbox.
@@ -32,7 +35,7 @@ def stray_processes(*pools: ExecutionPool) -> list:
     out = []
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         cmd = proc.info["cmdline"] or []
-        if ("--worker" in cmd and any(c.endswith(os.path.join("sandbox", "execution.py")) for c in cmd)
+        if ("--worker" in cmd and any(c.endswith(os.path.join("sandbox", "bootstrap.py")) for c in cmd)
                 and proc.pid not in workers and proc.info["status"] != psutil.STATUS_ZOMBIE):
             out.append(proc)
     return out
@@ -264,12 +267,27 @@ def test_a_harness_holding_many_files_still_runs_programs():
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_worker_script_runs_isolated_from_the_repository():
-    # the workers start as `python -I megatron_t2c/evaluation/sandbox/execution.py --worker`: stdlib only at module level
-    from megatron_t2c.evaluation.sandbox import execution
+def test_workers_load_only_the_standard_library():
+    """A worker (``python -I .../sandbox/bootstrap.py --worker``) loads the sandbox's worker-side modules under a
+    private package name, and they import only the standard library and each other."""
+    from megatron_t2c.evaluation.sandbox import pool as pool_module
 
-    source = open(execution.__file__, encoding="utf-8").read()
-    tree = ast.parse(source)
-    top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
-    top |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
-    assert top <= set(sys.stdlib_module_names) | {"__future__"}
+    code = ("import sys\nbefore = set(sys.modules)\nimport importlib.util\n"
+            f"spec = importlib.util.spec_from_file_location('boot', {pool_module.BOOTSTRAP!r})\n"
+            "boot = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(boot)\nboot.load_worker()\n"
+            "print('\\n'.join(sorted(set(sys.modules) - before)))")  # site's own (.pth files) excluded
+    run = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    loaded = run.stdout.split()
+    ours = [m for m in loaded if m.startswith("t2c_sandbox.")]
+    assert {"t2c_sandbox.worker", "t2c_sandbox.child", "t2c_sandbox.seccomp"} <= set(ours)
+    assert "t2c_sandbox.pool" not in ours and "t2c_sandbox.config" not in ours  # harness side
+    others = {m.split(".")[0] for m in loaded} - {"t2c_sandbox", "boot", "__main__"}
+    assert others <= set(sys.stdlib_module_names) | {"__future__"}, others - set(sys.stdlib_module_names)
+    here = os.path.dirname(pool_module.BOOTSTRAP)
+    for name in ["bootstrap", "__init__"] + [m.split(".", 1)[1] for m in ours]:
+        tree = ast.parse(open(os.path.join(here, name + ".py"), encoding="utf-8").read())
+        top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+        top |= {n.module.split(".")[0] for n in tree.body
+                if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+        assert top <= set(sys.stdlib_module_names) | {"__future__"}, (name, top)
