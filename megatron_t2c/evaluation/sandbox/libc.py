@@ -1,4 +1,4 @@
-"""ctypes bindings of the libc calls the sandbox makes (prctl), prepared once per worker.
+"""ctypes bindings of the few libc calls the sandbox makes (prctl, syscall, capset), prepared once per worker.
 
 Loading ctypes and resolving symbols costs about a millisecond: a worker calls :func:`libc` before it forks
 any program, so every child finds it ready.  ``None`` where there is no libc (then the kernel layers that
@@ -23,10 +23,22 @@ class Libc:
         self.prctl = lib.prctl
         self.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
         self.prctl.restype = ctypes.c_int
+        self.syscall = lib.syscall
+        self.syscall.restype = ctypes.c_long
+        self.capset = lib.capset
+        self.capset.restype = ctypes.c_int
 
         class SockFprog(ctypes.Structure):  # struct sock_fprog, the argument of PR_SET_SECCOMP
             _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-        self.SockFprog = SockFprog
+
+        class CapHeader(ctypes.Structure):  # struct __user_cap_header_struct
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+        class CapData(ctypes.Structure):  # struct __user_cap_data_struct (two of them: version 3)
+            _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                        ("inheritable", ctypes.c_uint32)]
+
+        self.SockFprog, self.CapHeader, self.CapData = SockFprog, CapHeader, CapData
 
     def errno(self) -> int:
         return self.ctypes.get_errno()

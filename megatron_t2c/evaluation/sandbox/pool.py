@@ -4,9 +4,10 @@ Layout::
 
     harness (ExecutionPool, one thread per worker)
       └─ worker (``python -I .../sandbox/bootstrap.py --worker``, :mod:`.worker`): forks one child per program
-         └─ child (:mod:`.child`): rlimits, seccomp, guards, ``exec(program, {})``
+         └─ child (:mod:`.child`): rlimits, Landlock, unprivileged uid, seccomp, guards, ``exec(program, {})``
 
-:attr:`ExecutionPool.capabilities` says which kernel layers are in force here.
+:attr:`ExecutionPool.capabilities` says which kernel layers are in force here; a missing one is a warning,
+or an error with ``require_confinement``.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any, Hashable, Iterable, Iterator
 
 from .config import SandboxConfig
+from .privileges import resolve_user
 from .verdicts import FAILED, TIMED_OUT, Verdict
 from .wire import readable, recv, send
 from .worker import wait_exit
@@ -92,8 +95,39 @@ class _Worker:
 
 
 def worker_limits(config: SandboxConfig) -> dict:
-    """What the workers are asked to enforce."""
-    return {"memory_mb": config.memory_mb, "file_size_mb": config.file_size_mb, "seccomp": config.seccomp}
+    """What the workers are asked to enforce; the unprivileged uid/gid only when the harness runs as root."""
+    uid = gid = None
+    if os.geteuid() == 0:
+        uid, gid = resolve_user(config.sandbox_user)
+        if uid == 0:
+            raise ValueError(f"--sandbox-user {config.sandbox_user!r} is root: programs never run as root")
+    return {"memory_mb": config.memory_mb, "file_size_mb": config.file_size_mb, "seccomp": config.seccomp,
+            "landlock": config.landlock, "confine_reads": config.confine_reads, "uid": uid, "gid": gid}
+
+
+def confinement_gaps(capabilities: dict) -> list[str]:
+    """What a program could do here that the full sandbox would stop, one sentence per missing layer."""
+    gaps = []
+    if not capabilities["landlock"]:
+        gaps.append("Landlock is not in force (the kernel lacks it, it is disabled, or --no-landlock): a program "
+                    f"that defeats the Python guards can write wherever uid {capabilities['uid']} can")
+    if not capabilities["seccomp"]:
+        gaps.append("the seccomp filter is not in force: a program can start processes, open sockets and "
+                    "signal other processes through ctypes")
+    if capabilities["uid"] == 0:
+        gaps.append("programs run as root")
+    return gaps
+
+
+def describe_layers(capabilities: dict) -> str:
+    """One line for the console: the layers in force, then each gap."""
+    layers = [name for name in ("seccomp",) if capabilities["seccomp"]]
+    if capabilities["landlock"]:
+        reads = "reads confined" if capabilities["confine_reads"] else "reads not confined"
+        layers.append(f"Landlock ABI {capabilities['landlock']} ({reads})")
+    uid = f"uid {capabilities['uid']}" + (" with CAP_DAC_READ_SEARCH" if capabilities["read_search"] else "")
+    line = f"sandbox: {', '.join(layers) or 'no kernel layers'}; programs run as {uid}"
+    return line + "".join(f"\nsandbox warning: {gap}" for gap in capabilities["gaps"])
 
 
 class ExecutionPool:
@@ -127,12 +161,27 @@ class ExecutionPool:
         if errors:
             self.close()
             raise errors[0]
+        gaps = confinement_gaps(self.capabilities)
+        if gaps and self.config.require_confinement:
+            self.close()
+            raise RuntimeError("the sandbox is not fully confined here (--require-confinement): " + "; ".join(gaps))
+        for gap in gaps:
+            warnings.warn(f"sandbox: {gap}", RuntimeWarning, stacklevel=2)
 
     @property
     def capabilities(self) -> dict:
-        """What the kernel enforces here: ``{"subreaper": bool, "seccomp": bool}`` (from the first worker)."""
+        """What the kernel enforces on every program here (from the first worker's probe):
+
+        ``subreaper``, ``seccomp`` (bools); ``landlock``: the ABI in force, 0 for none; ``confine_reads``:
+        whether Landlock also confines reads; ``uid``/``gid``: what programs run as; ``read_search``:
+        whether they keep ``CAP_DAC_READ_SEARCH`` (the Python installation is private to the harness user);
+        ``gaps``: sentences naming each missing layer (empty when fully confined).
+        """
         info = self._all[0].info
-        return {"subreaper": info["subreaper"], "seccomp": info["seccomp"]}
+        out = {k: info[k] for k in ("subreaper", "seccomp", "landlock", "confine_reads", "uid", "gid",
+                                    "read_search")}
+        out["gaps"] = confinement_gaps(out)
+        return out
 
     def worker_pids(self) -> list[int]:
         with self._lock:

@@ -20,9 +20,10 @@ import time
 from typing import Any
 
 from .child import run_program
+from .confinement import probe
 from .guards import prepare_guards
 from .libc import libc, prctl
-from .seccomp import probe_seccomp
+from .seccomp import seccomp_filter
 from .verdicts import MAX_MESSAGE, judge
 from .wire import readable, recv, send
 
@@ -122,6 +123,8 @@ def remove_tree(path: str) -> None:
 
 def _run_one(program: str, timeout: float, base: str, plan: dict, out_fd: int) -> dict:
     job_dir = tempfile.mkdtemp(dir=base)
+    if plan["uid"] is not None:  # the program's own directory, writable by its uid
+        os.chown(job_dir, plan["uid"], plan["gid"])
     r, w = os.pipe()
     start = time.monotonic()
     pid = os.fork()
@@ -157,7 +160,7 @@ def _run_one(program: str, timeout: float, base: str, plan: dict, out_fd: int) -
 
 
 def main(limits: dict) -> None:
-    """The worker loop: say hello, then read ``{"program", "timeout"}`` and reply ``{"pid"}`` then the verdict."""
+    """The worker loop: say hello (with the probed layers), then run programs until stdin closes."""
     in_fd, out_fd = os.dup(0), os.dup(1)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
@@ -171,17 +174,25 @@ def main(limits: dict) -> None:
             pass
     subreaper = prctl(_PR_SET_CHILD_SUBREAPER, 1)
     libc()
+    seccomp_filter(0)  # built once here; each child only patches in its pid
     prepare_guards()
     shm = "/dev/shm"  # tmpfs: creating and removing a directory on a disk costs milliseconds
     base = tempfile.mkdtemp(prefix="t2c-exec-", dir=shm if os.path.isdir(shm) and os.access(shm, os.W_OK)
                             else None)
-    seccomp = bool(limits.get("seccomp")) and probe_seccomp()
-    plan = dict(limits, seccomp=seccomp)
-    gc.collect()
-    gc.freeze()  # children's collections skip the worker's objects: fewer copy-on-write page faults
     try:
-        send(out_fd, {"ready": True, "pid": os.getpid(), "subreaper": subreaper, "seccomp": seccomp,
-                      "base": base})
+        try:
+            layers = probe(limits, base)
+        except RuntimeError as exc:
+            send(out_fd, {"ready": False, "error": str(exc), "base": base})
+            return
+        plan = dict(layers, memory_mb=limits["memory_mb"], file_size_mb=limits["file_size_mb"])
+        gc.collect()
+        gc.freeze()  # children's collections skip the worker's objects: fewer copy-on-write page faults
+        send(out_fd, {"ready": True, "pid": os.getpid(), "subreaper": subreaper, "base": base,
+                      "seccomp": layers["seccomp"], "landlock": layers["landlock"],
+                      "confine_reads": layers["confine_reads"], "uid": os.getuid() if layers["uid"] is None
+                      else layers["uid"], "gid": os.getgid() if layers["gid"] is None else layers["gid"],
+                      "read_search": layers["read_search"], "errors": layers["errors"]})
         while True:
             job = recv(in_fd)
             if job is None:

@@ -1,13 +1,16 @@
 """The sandbox pool (megatron_t2c/evaluation/sandbox/): every benchmark reference passes through it, hostile programs
-fail or time out without harming the harness, files outside their directory or leaving processes behind."""
+fail or time out without harming the harness, files outside their directory or leaving processes behind.
+The kernel layers (Landlock, the unprivileged uid, seccomp) against ctypes: test_confinement.py."""
 
 from __future__ import annotations
 
 import ast
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import psutil
@@ -207,21 +210,30 @@ def test_hostile_programs(pool, tmp_path):
 
 
 def test_escaped_daemons_and_dead_workers_are_cleaned_up(pool):
-    """Without seccomp, ctypes can fork: a setsid double-forked daemon is killed by the subreaper worker,
-    and a program that kills its worker costs that worker, not the harness."""
+    """Without seccomp, ctypes can fork: a setsid double-forked daemon is killed by the subreaper worker;
+    a program cannot kill its worker (another uid, Landlock's signal scope), and a worker that dies
+    costs that worker, not the harness."""
     # helpers other tests of the session started (e.g. checkpoint writers) are not ours to judge
     earlier = {c.pid for c in psutil.Process().children(recursive=True)}
     daemon = ("import ctypes, time\nlibc = ctypes.CDLL(None)\nif libc.fork() == 0:\n    libc.setsid()\n"
               "    if libc.fork() == 0:\n        time.sleep(60)\n    libc._exit(0)\ntime.sleep(0.3)\n")
-    with ExecutionPool(1, SandboxConfig(timeout=2.0, seccomp=False)) as own:
+    with pytest.warns(RuntimeWarning, match="seccomp filter is not in force"):
+        own = ExecutionPool(1, SandboxConfig(timeout=2.0, seccomp=False))
+    with own:
         assert own.capabilities["subreaper"]
         assert own.run(daemon).status == PASSED
         assert not eventually(lambda: worker_descendants(own) or stray_processes(own, pool))
         assert own.run(daemon + "while True:\n    pass\n", timeout=1.0).status == TIMED_OUT
         assert not eventually(lambda: worker_descendants(own) or stray_processes(own, pool))
         worker = own.worker_pids()
-        killer = "import ctypes, os, time\nctypes.CDLL(None).kill(os.getppid(), 9)\ntime.sleep(60)"
+        killer = "import ctypes, os\nassert ctypes.CDLL(None).kill(os.getppid(), 9) == 0\nimport time\ntime.sleep(60)"
         verdict = own.run(killer)
+        caps = own.capabilities
+        if caps["uid"] != os.getuid() or caps["landlock"] >= 6:  # another uid, or Landlock's signal scope
+            assert verdict.result == "failed: AssertionError" and own.worker_pids() == worker  # refused
+            # a worker that dies under a program (killed from outside here) costs that worker only
+            threading.Timer(0.3, os.kill, (worker[0], signal.SIGKILL)).start()
+            verdict = own.run("import time\ntime.sleep(60)")
         assert verdict.status == FAILED and "worker died" in verdict.result
         assert own.worker_pids() != worker and own.run("pass").passed  # replaced
         assert not eventually(lambda: stray_processes(own, pool))
