@@ -54,7 +54,7 @@ def _rules(plan: dict, job_dir: str) -> list[tuple[str, int]]:
 
 def confine(plan: dict, job_dir: str) -> None:
     """Apply ``plan``'s layers to this process (see the module docstring); raises if one fails."""
-    if plan["landlock"] or plan["seccomp"]:
+    if plan["landlock"] or plan["seccomp"] or plan["uid"] is not None:
         if not set_no_new_privs():
             raise OSError("prctl(PR_SET_NO_NEW_PRIVS) failed")
     if plan["landlock"]:

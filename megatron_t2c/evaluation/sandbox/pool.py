@@ -109,13 +109,18 @@ def confinement_gaps(capabilities: dict) -> list[str]:
     """What a program could do here that the full sandbox would stop, one sentence per missing layer."""
     gaps = []
     if not capabilities["landlock"]:
-        gaps.append("Landlock is not in force (the kernel lacks it, it is disabled, or --no-landlock): a program "
-                    f"that defeats the Python guards can write wherever uid {capabilities['uid']} can")
+        why = [e for e in capabilities.get("probe_errors", ()) if "Landlock" in e]
+        why = why[0] if why else "the kernel lacks it, it is disabled, or --no-landlock"
+        gaps.append(f"Landlock is not in force ({why}): a program that defeats the Python guards can write "
+                    f"wherever uid {capabilities['uid']} can")
     if not capabilities["seccomp"]:
         gaps.append("the seccomp filter is not in force: a program can start processes, open sockets and "
                     "signal other processes through ctypes")
     if capabilities["uid"] == 0:
         gaps.append("programs run as root")
+    if capabilities["read_search"] and not capabilities["confine_reads"]:
+        gaps.append("programs keep CAP_DAC_READ_SEARCH (the Python installation is private to the harness user) "
+                    "and reads are not confined: they can read any file")
     return gaps
 
 
@@ -175,11 +180,13 @@ class ExecutionPool:
         ``subreaper``, ``seccomp`` (bools); ``landlock``: the ABI in force, 0 for none; ``confine_reads``:
         whether Landlock also confines reads; ``uid``/``gid``: what programs run as; ``read_search``:
         whether they keep ``CAP_DAC_READ_SEARCH`` (the Python installation is private to the harness user);
-        ``gaps``: sentences naming each missing layer (empty when fully confined).
+        ``probe_errors``: why a layer the kernel seemed to offer failed its probe; ``gaps``: sentences
+        naming each missing layer (empty when fully confined).
         """
         info = self._all[0].info
         out = {k: info[k] for k in ("subreaper", "seccomp", "landlock", "confine_reads", "uid", "gid",
                                     "read_search")}
+        out["probe_errors"] = info["errors"]
         out["gaps"] = confinement_gaps(out)
         return out
 
