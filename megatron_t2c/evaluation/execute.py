@@ -36,7 +36,8 @@ command resumes: results already in ``--output`` are kept and only missing sampl
   ``incremental_micro_pass@k`` pools all incremental prompts of all problems as items and averages pass@k
   over them (a problem with many reference lines weighs more); ``incremental_macro_pass@k`` averages pass@k
   over each problem's prompts first, then over problems (every problem weighs the same);
-- counts: samples, passed, failed, timed out, problems with samples and problems in the benchmark.
+- counts: samples, passed, failed, timed out, problems with samples and problems in the benchmark;
+- ``sandbox``: the kernel layers in force (``ExecutionPool.capabilities``: seccomp, Landlock ABI, uid...).
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ from megatron_t2c.mrpt.normalise import denormalise
 from megatron_t2c.evaluation.pass_at_k import pass_at_k, summarise
 
 from megatron_t2c.evaluation.problem import Problem
-from megatron_t2c.evaluation.sandbox.execution import FAILED, PASSED, TIMED_OUT, ExecutionPool, SandboxConfig
+from megatron_t2c.evaluation.sandbox.config import SandboxConfig
+from megatron_t2c.evaluation.sandbox.pool import ExecutionPool, describe_layers
+from megatron_t2c.evaluation.sandbox.verdicts import FAILED, PASSED, TIMED_OUT
 
 TASKS = ("humaneval", "mbpp")
 PROMPT_FORMAT_KEY = "prompt_format"  # present: the completion follows our prompt (signature or prefix)
@@ -279,20 +282,26 @@ def execute(config: ExecuteConfig, sandbox: SandboxConfig) -> dict[str, Any]:
     todo = [(line, record) for line, record in samples if line not in done]
     jobs = [(line, programs.program(record)) for line, record in todo]  # fail fast on bad records
     if jobs:
-        _run(jobs, by_line, config, sandbox)
+        layers = _run(jobs, by_line, config, sandbox)
+    else:  # nothing left to run: still check and report what the sandbox enforces here
+        with ExecutionPool(1, sandbox) as pool:
+            layers = pool.capabilities
     results = read_results(config.output)
     summary = summarise_results(results.values(), num_problems=len(programs.problems))
     missing = len(programs.problems) - summary["problems"]
     if missing and summary["problems"]:
         print(f"warning: {missing} of {len(programs.problems)} problems have no samples", file=sys.stderr)
+    summary["sandbox"] = layers
     if config.summary:
         write_json(config.summary, summary)
     print(markdown_table(summary))
+    print(describe_layers(layers))
     return summary
 
 
 def _run(jobs: list[tuple[int, str]], by_line: dict[int, dict], config: ExecuteConfig,
-         sandbox: SandboxConfig) -> None:
+         sandbox: SandboxConfig) -> dict[str, Any]:
+    """Run ``jobs``, appending each result to ``config.output``; returns the sandbox's capabilities."""
     from tqdm import tqdm
 
     os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)
@@ -309,6 +318,7 @@ def _run(jobs: list[tuple[int, str]], by_line: dict[int, dict], config: ExecuteC
             bar.set_postfix(passed=counts[PASSED], failed=counts[FAILED], timed_out=counts[TIMED_OUT],
                             refresh=False)
             bar.update()
+        return pool.capabilities
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "t2c evaluate execute") -> dict[str, Any]:

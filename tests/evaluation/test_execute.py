@@ -17,7 +17,7 @@ from benchmarks.execution import human_eval_with_exec, status_of
 from megatron_t2c.mrpt.normalise import denormalise
 from megatron_t2c.evaluation.execute import (ExecuteConfig, Programs, execute, main, markdown_table, read_results,
                            read_samples, split_task_id, summarise_results)
-from megatron_t2c.evaluation.sandbox.execution import SandboxConfig
+from megatron_t2c.evaluation.sandbox.config import SandboxConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -209,10 +209,18 @@ def test_evaluate_cli(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "| pass@k (problems) | 0.00 | - | - | 1 |" in run.stdout
-    assert json.loads(summary.read_text())["pass@1"] == 0.0
+    written = json.loads(summary.read_text())
+    assert written["pass@1"] == 0.0
+    # the layers in force are recorded and printed (here: Landlock, seccomp, and never root)
+    from megatron_t2c.evaluation.sandbox.landlock import landlock_abi
+
+    layers = written["sandbox"]
+    assert layers["seccomp"] and layers["landlock"] == landlock_abi() and layers["uid"] != 0
+    assert "sandbox: seccomp" in run.stdout
     assert json.loads(out.read_text())["result"] == "failed: AssertionError"
     helped = subprocess.run(cmd + ["execute", "--help"], capture_output=True, text=True, timeout=60)
     assert helped.returncode == 0 and "example:" in helped.stdout and "--memory-mb" in helped.stdout
+    assert all(f in helped.stdout for f in ("--require-confinement", "--sandbox-user", "--no-landlock"))
     usage = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert usage.returncode == 2 and "execute" in usage.stdout
     gen = subprocess.run(cmd + ["generate"], capture_output=True, text=True, timeout=60)

@@ -1,19 +1,25 @@
-"""The sandbox (megatron_t2c/evaluation/sandbox/execution.py): every benchmark reference passes through it, hostile programs fail or
-time out without harming the harness, files outside their directory or leaving processes behind."""
+"""The sandbox pool (megatron_t2c/evaluation/sandbox/): every benchmark reference passes through it, hostile programs
+fail or time out without harming the harness, files outside their directory or leaving processes behind.
+The kernel layers (Landlock, the unprivileged uid, seccomp) against ctypes: test_confinement.py."""
 
 from __future__ import annotations
 
 import ast
 import os
+import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
 
 import psutil
 import pytest
 
 from megatron_t2c.evaluation.execute import Programs
-from megatron_t2c.evaluation.sandbox.execution import FAILED, PASSED, TIMED_OUT, ExecutionPool, SandboxConfig
+from megatron_t2c.evaluation.sandbox.config import SandboxConfig
+from megatron_t2c.evaluation.sandbox.pool import ExecutionPool
+from megatron_t2c.evaluation.sandbox.verdicts import FAILED, PASSED, TIMED_OUT
 
 # MBPP/341's reference (tuple(set)) fails its own asserts under every CPython 3: the order of
 # {6, ..., 11} is not sorted.  It fails the same way with a plain exec outside the sandbox.
@@ -32,7 +38,7 @@ def stray_processes(*pools: ExecutionPool) -> list:
     out = []
     for proc in psutil.process_iter(["pid", "cmdline", "status"]):
         cmd = proc.info["cmdline"] or []
-        if ("--worker" in cmd and any(c.endswith(os.path.join("sandbox", "execution.py")) for c in cmd)
+        if ("--worker" in cmd and any(c.endswith(os.path.join("sandbox", "bootstrap.py")) for c in cmd)
                 and proc.pid not in workers and proc.info["status"] != psutil.STATUS_ZOMBIE):
             out.append(proc)
     return out
@@ -204,21 +210,30 @@ def test_hostile_programs(pool, tmp_path):
 
 
 def test_escaped_daemons_and_dead_workers_are_cleaned_up(pool):
-    """Without seccomp, ctypes can fork: a setsid double-forked daemon is killed by the subreaper worker,
-    and a program that kills its worker costs that worker, not the harness."""
+    """Without seccomp, ctypes can fork: a setsid double-forked daemon is killed by the subreaper worker;
+    a program cannot kill its worker (another uid, Landlock's signal scope), and a worker that dies
+    costs that worker, not the harness."""
     # helpers other tests of the session started (e.g. checkpoint writers) are not ours to judge
     earlier = {c.pid for c in psutil.Process().children(recursive=True)}
     daemon = ("import ctypes, time\nlibc = ctypes.CDLL(None)\nif libc.fork() == 0:\n    libc.setsid()\n"
               "    if libc.fork() == 0:\n        time.sleep(60)\n    libc._exit(0)\ntime.sleep(0.3)\n")
-    with ExecutionPool(1, SandboxConfig(timeout=2.0, seccomp=False)) as own:
+    with pytest.warns(RuntimeWarning, match="seccomp filter is not in force"):
+        own = ExecutionPool(1, SandboxConfig(timeout=2.0, seccomp=False))
+    with own:
         assert own.capabilities["subreaper"]
         assert own.run(daemon).status == PASSED
         assert not eventually(lambda: worker_descendants(own) or stray_processes(own, pool))
         assert own.run(daemon + "while True:\n    pass\n", timeout=1.0).status == TIMED_OUT
         assert not eventually(lambda: worker_descendants(own) or stray_processes(own, pool))
         worker = own.worker_pids()
-        killer = "import ctypes, os, time\nctypes.CDLL(None).kill(os.getppid(), 9)\ntime.sleep(60)"
+        killer = "import ctypes, os\nassert ctypes.CDLL(None).kill(os.getppid(), 9) == 0\nimport time\ntime.sleep(60)"
         verdict = own.run(killer)
+        caps = own.capabilities
+        if caps["uid"] != os.getuid() or caps["landlock"] >= 6:  # another uid, or Landlock's signal scope
+            assert verdict.result == "failed: AssertionError" and own.worker_pids() == worker  # refused
+            # a worker that dies under a program (killed from outside here) costs that worker only
+            threading.Timer(0.3, os.kill, (worker[0], signal.SIGKILL)).start()
+            verdict = own.run("import time\ntime.sleep(60)")
         assert verdict.status == FAILED and "worker died" in verdict.result
         assert own.worker_pids() != worker and own.run("pass").passed  # replaced
         assert not eventually(lambda: stray_processes(own, pool))
@@ -264,12 +279,27 @@ def test_a_harness_holding_many_files_still_runs_programs():
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-def test_worker_script_runs_isolated_from_the_repository():
-    # the workers start as `python -I megatron_t2c/evaluation/sandbox/execution.py --worker`: stdlib only at module level
-    from megatron_t2c.evaluation.sandbox import execution
+def test_workers_load_only_the_standard_library():
+    """A worker (``python -I .../sandbox/bootstrap.py --worker``) loads the sandbox's worker-side modules under a
+    private package name, and they import only the standard library and each other."""
+    from megatron_t2c.evaluation.sandbox import pool as pool_module
 
-    source = open(execution.__file__, encoding="utf-8").read()
-    tree = ast.parse(source)
-    top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
-    top |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
-    assert top <= set(sys.stdlib_module_names) | {"__future__"}
+    code = ("import sys\nbefore = set(sys.modules)\nimport importlib.util\n"
+            f"spec = importlib.util.spec_from_file_location('boot', {pool_module.BOOTSTRAP!r})\n"
+            "boot = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(boot)\nboot.load_worker()\n"
+            "print('\\n'.join(sorted(set(sys.modules) - before)))")  # site's own (.pth files) excluded
+    run = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    loaded = run.stdout.split()
+    ours = [m for m in loaded if m.startswith("t2c_sandbox.")]
+    assert {"t2c_sandbox.worker", "t2c_sandbox.child", "t2c_sandbox.seccomp"} <= set(ours)
+    assert "t2c_sandbox.pool" not in ours and "t2c_sandbox.config" not in ours  # harness side
+    others = {m.split(".")[0] for m in loaded} - {"t2c_sandbox", "boot", "__main__"}
+    assert others <= set(sys.stdlib_module_names) | {"__future__"}, others - set(sys.stdlib_module_names)
+    here = os.path.dirname(pool_module.BOOTSTRAP)
+    for name in ["bootstrap", "__init__"] + [m.split(".", 1)[1] for m in ours]:
+        tree = ast.parse(open(os.path.join(here, name + ".py"), encoding="utf-8").read())
+        top = {a.name.split(".")[0] for n in tree.body if isinstance(n, ast.Import) for a in n.names}
+        top |= {n.module.split(".")[0] for n in tree.body
+                if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+        assert top <= set(sys.stdlib_module_names) | {"__future__"}, (name, top)
