@@ -6,7 +6,7 @@ CORE = [
     "megatron-core==0.16.1",
     "numpy",
     "sentencepiece",
-    "tree-sitter>=0.23",
+    "tree-sitter>=0.25",  # QueryCursor (0.25); checked at the bound by scripts/check_min_versions.sh
     "tree-sitter-python>=0.23",
     "tensorboard",
     "psutil",  # dist_checkpointing's writer process needs it (it hangs without)
