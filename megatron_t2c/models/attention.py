@@ -88,20 +88,37 @@ def _flex_attention(device_type: str):
     return torch.compile(flex_attention, dynamic=False) if device_type == "cuda" else flex_attention
 
 
-def _block_mask(masked: Optional[torch.Tensor], batch: int, sq: int, sk: int, device: torch.device):
-    """FlexAttention ``BlockMask`` for megatron's dense mask (True = masked); None means causal."""
+def _causal(sq: int, sk: int, device: torch.device) -> torch.Tensor:
+    """``[sq, sk]`` True where a query may attend causally (queries are the last ``sq`` of ``sk`` positions)."""
+    return torch.ones(sq, sk, dtype=torch.bool, device=device).tril(sk - sq)
+
+
+def _band(left: int, sq: int, sk: int, device: torch.device) -> torch.Tensor:
+    """``[sq, sk]`` True where key ``j`` is at most ``left`` positions before query ``i`` (bottom-right aligned):
+    GPT-Neo's local attention with a window of ``left + 1`` tokens."""
+    q = torch.arange(sk - sq, sk, device=device)[:, None]
+    return q - torch.arange(sk, device=device)[None, :] <= left
+
+
+def _block_mask(masked: Optional[torch.Tensor], batch: int, sq: int, sk: int, device: torch.device,
+                window: Optional[int] = None):
+    """FlexAttention ``BlockMask`` for megatron's dense mask (True = masked); None means causal.  ``window``:
+    also keep keys at most that many positions before the query (a sliding window)."""
     from torch.nn.attention.flex_attention import create_block_mask
 
-    if masked is None:
-        offset = sk - sq  # bottom-right aligned when queries are the last sq of sk positions
+    offset = sk - sq  # bottom-right aligned when queries are the last sq of sk positions
 
+    def in_window(q, kv):
+        return (q + offset - kv <= window) if window is not None else (q >= 0)
+
+    if masked is None:
         def mask_mod(b, h, q, kv):
-            return kv <= q + offset
+            return (kv <= q + offset) & in_window(q, kv)
 
         return create_block_mask(mask_mod, None, None, sq, sk, device=device)
 
     def mask_mod(b, h, q, kv):  # noqa: F811 - reads the dense mask; exact for any mask shape
-        return ~masked[b, 0, q, kv]
+        return ~masked[b, 0, q, kv] & in_window(q, kv)
 
     return create_block_mask(mask_mod, masked.shape[0], None, sq, sk, device=device)
 
@@ -127,6 +144,23 @@ class AttentionMask:
     backend: str
     allowed: Optional[torch.Tensor] = None
     block_mask: object = None
+    masked: Optional[torch.Tensor] = None  # megatron's mask as given (flex: the source of windowed variants)
+    seq_length: int = 0
+    _windowed: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def windowed(self, left: int, sq: int, sk: int, device: torch.device):
+        """This mask restricted to a causal sliding window (query ``i`` sees keys ``i-left .. i``, positions
+        bottom-right aligned): ``sdpa``: the boolean allowed tensor; ``flex``: a block mask, built once per
+        window size and batch (local layers share it)."""
+        key = (left, sq, sk)
+        if key not in self._windowed:
+            if self.backend == "sdpa":
+                base = self.allowed if self.allowed is not None else _causal(sq, sk, device)
+                self._windowed[key] = base & _band(left, sq, sk, device)
+            else:
+                self._windowed[key] = _block_mask(self.masked, self.masked.shape[0] if self.masked is not None
+                                                  else 1, sq, sk, device, window=left)
+        return self._windowed[key]
 
     @classmethod
     def prepare(cls, masked: Optional[torch.Tensor], backend: str, *, batch: int, seq_length: int,
@@ -138,16 +172,29 @@ class AttentionMask:
         """
         backend = resolve_backend(backend)
         if backend == "sdpa":
-            return cls("sdpa", allowed=None if masked is None else ~masked)
+            return cls("sdpa", allowed=None if masked is None else ~masked, masked=masked, seq_length=seq_length)
         if backend == "flex":
             sq, sk = (seq_length, seq_length) if masked is None else masked.shape[-2:]
-            return cls("flex", block_mask=_block_mask(masked, batch, sq, sk, device))
+            return cls("flex", block_mask=_block_mask(masked, batch, sq, sk, device), masked=masked,
+                       seq_length=seq_length)
         return masked
 
 
 # ---------------------------------------------------------------------------------------------------
 # Core-attention modules
 # ---------------------------------------------------------------------------------------------------
+
+def _layer_window(config: TransformerConfig, layer_number: int) -> Optional[int]:
+    """How many positions back a query of this layer may look (None: the whole causal context)."""
+    from megatron.core.transformer.utils import is_layer_window_attention
+
+    if not is_layer_window_attention(config.window_size, config.window_attn_skip_freq, layer_number):
+        return None
+    left, right = config.window_size
+    if right != 0:
+        raise NotImplementedError(f"window_size {config.window_size}: a causal LM needs right = 0")
+    return None if left < 0 else int(left)
+
 
 class _CoreAttention(MegatronModule):
     """Shared set-up of the torch-kernel backends; the constructor is megatron's core-attention builder
@@ -165,8 +212,11 @@ class _CoreAttention(MegatronModule):
         super().__init__(config=config)
         if config.context_parallel_size != 1:
             raise NotImplementedError(f"{self.backend} attention does not support context parallelism")
-        if config.softmax_type != "vanilla" or config.window_size is not None:
-            raise NotImplementedError(f"{self.backend} attention supports vanilla full-window softmax only")
+        if config.softmax_type != "vanilla":
+            raise NotImplementedError(f"{self.backend} attention supports the vanilla softmax only")
+        #: the causal sliding window of this layer (keys at most ``window`` positions back), or None: megatron's
+        #: ``window_size=(left, 0)`` on the layers ``window_attn_skip_freq`` selects (GPT-Neo's local layers)
+        self.window = _layer_window(config, max(1, layer_number))
         if pg_collection is None:
             pg_collection = ProcessGroupCollection.use_mpu_process_groups(required_pgs=["tp"])
         tp_size = pg_collection.tp.size()
@@ -178,6 +228,8 @@ class _CoreAttention(MegatronModule):
         # apply_query_key_layer_scaling divides the scale by the layer number and multiplies it back in
         # the softmax (an fp16 overflow guard); the kernels here compute the softmax in fp32, so the net
         # scale is the same.
+        if softmax_scale is None:  # megatron's SelfAttention passes config.softmax_scale; built alone, read it
+            softmax_scale = config.softmax_scale
         self.softmax_scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
         self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
 
@@ -212,10 +264,11 @@ class SDPAAttention(_CoreAttention):
         q, k, v = (self._heads_first(t) for t in (query, key, value))
         allowed = attention_mask.allowed
         mask_type = attn_mask_type or self.attn_mask_type
+        if self.window is not None:  # a local layer: the batch's mask within the sliding window
+            allowed = attention_mask.windowed(self.window, q.shape[2], k.shape[2], q.device)
         is_causal = allowed is None and mask_type == AttnMaskType.causal and q.shape[2] > 1
         if is_causal and q.shape[2] != k.shape[2]:  # SDPA's is_causal is top-left aligned
-            sq, sk = q.shape[2], k.shape[2]
-            allowed = torch.ones(sq, sk, dtype=torch.bool, device=q.device).tril(sk - sq)
+            allowed = _causal(q.shape[2], k.shape[2], q.device)
             is_causal = False
         dropout_p = self.dropout_p if self.training else 0.0
         kwargs = dict(attn_mask=allowed, dropout_p=dropout_p, is_causal=is_causal, scale=self.softmax_scale,
@@ -250,7 +303,9 @@ class FlexCoreAttention(_CoreAttention):
         with warnings.catch_warnings():
             # off CUDA the eager kernel is the only one; torch warns that it is not the compiled one
             warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
-            out = flex(q, k, v, block_mask=attention_mask.block_mask, scale=self.softmax_scale,
+            block_mask = attention_mask.block_mask if self.window is None else \
+                attention_mask.windowed(self.window, q.shape[2], k.shape[2], q.device)
+            out = flex(q, k, v, block_mask=block_mask, scale=self.softmax_scale,
                        enable_gqa=self.heads_per_partition != self.groups_per_partition)
         return self._sequence_first(out)
 

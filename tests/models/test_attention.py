@@ -179,3 +179,59 @@ def test_prefix_mask_lets_the_docstring_see_itself_both_ways(dist):
     assert torch.equal(causal[0][:, :4], causal[1][:, :4])
     assert not torch.equal(causal[0][:, 4:], causal[1][:, 4:])
 
+
+
+def _dense_reference(q, k, v, allowed, scale):
+    """Softmax attention over ``allowed`` ([b or 1, 1, sq, sk], True = may attend), written out."""
+    scores = torch.einsum("sbnd,tbnd->bnst", q, k) * scale
+    probs = scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+    out = torch.einsum("bnst,tbnd->sbnd", probs, v)
+    return out.reshape(out.shape[0], out.shape[1], -1)
+
+
+@pytest.mark.parametrize("masked", ["documents+prefix", "causal"])
+def test_sliding_window_layers(dist, masked):
+    """megatron's window_size=(left, 0) on the layers window_attn_skip_freq picks (GPT-Neo: every second layer
+    local): a query sees only the ``left`` keys before it, within the batch's document/prefix mask; the other
+    layers are untouched; softmax_scale is honoured (GPT-Neo does not scale scores)."""
+    left = 5
+    config = model_config().transformer_config(window_size=(left, 0), window_attn_skip_freq=[0, 1, 0, 1],
+                                               softmax_scale=1.0)
+    mask = make_batch(3, "prefix-code", batch=3)["attention_mask"] if masked != "causal" else None
+    allowed = (~mask if mask is not None else torch.ones(SEQ, SEQ, dtype=torch.bool).tril()[None, None])
+    band = torch.arange(SEQ)[:, None] - torch.arange(SEQ)[None, :] <= left
+    qkv = _qkv(config)
+
+    def core(cls, layer):
+        return cls(config=config, layer_number=layer, attn_mask_type=AttnMaskType.causal, attention_type="self")
+
+    for layer, window in ((1, None), (2, left), (3, None), (4, left)):
+        sdpa, flex = core(A.SDPAAttention, layer), core(A.FlexCoreAttention, layer)
+        assert sdpa.window == flex.window == window and sdpa.softmax_scale == 1.0
+        visible = allowed & band if window is not None else allowed
+        want, want_grads = _grads(lambda q, k, v: _dense_reference(q, k, v, visible, 1.0), qkv)
+        got, got_grads = _grads(lambda q, k, v: sdpa(q, k, v, mask), qkv)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        for g, w in zip(got_grads, want_grads):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            q, k, v = (t.detach() for t in qkv)
+            prepared = A.AttentionMask.prepare(mask, "flex", batch=3, seq_length=SEQ, device=q.device)
+            torch.testing.assert_close(flex(q, k, v, prepared), want, atol=1e-5, rtol=1e-5)
+    # a key more than `left` positions back has no influence on a local layer's output at that query
+    q, k, v = (t.detach().clone().requires_grad_() for t in qkv)
+    out = core(A.SDPAAttention, 2)(q, k, v, None)
+    out[SEQ - 1].sum().backward()
+    assert k.grad[:SEQ - 1 - left].abs().max() == 0 and k.grad[SEQ - 1 - left:].abs().max() > 0
+
+
+def test_sliding_window_under_a_kv_cache(dist):
+    """Decoding one query against a longer key cache: the window counts back from the query's position."""
+    left = 4
+    config = model_config().transformer_config(window_size=(left, 0))
+    q, k, v = (t.detach() for t in _qkv(config))
+    sdpa = A.SDPAAttention(config=config, layer_number=1, attn_mask_type=AttnMaskType.causal,
+                           attention_type="self")
+    full = sdpa(q, k, v, None)
+    last = sdpa(q[-1:], k, v, None)  # the newest position against the whole cache
+    torch.testing.assert_close(last, full[-1:], atol=1e-5, rtol=1e-5)
