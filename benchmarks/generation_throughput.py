@@ -90,7 +90,7 @@ def _stdlib_records(modules=("json", "textwrap", "argparse", "collections", "str
 
 
 def train_tokenizer_here(work: str, vocab_size: int) -> str:
-    from megatron_t2c.tokenizer.sentencepiece import train_tokenizer
+    from megatron_t2c.tokenizer.train import train_tokenizer
 
     records = os.path.join(work, "records.jsonl")
     with open(records, "w", encoding="utf-8") as fh:

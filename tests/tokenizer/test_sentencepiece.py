@@ -1,4 +1,4 @@
-"""SentencePiece training and T2CTokenizer: fixed ids, exact round trips, markers, determinism, the CLI."""
+"""SentencePiece training and the runtime tokenizer (as megatron-core takes it): fixed ids, exact round trips, markers, determinism, the CLI."""
 
 import json
 import pickle
@@ -13,8 +13,9 @@ import sentencepiece as spm
 from megatron_t2c.mrpt import formats as F
 from megatron_t2c.mrpt import special_tokens as st
 from megatron_t2c.utils.records import LineReport
-from megatron_t2c.tokenizer.sentencepiece import (T2CTokenizer, TrainerOptions, check_special_ids, split_long,
-                                    train_tokenizer)
+from megatron_t2c.tokenizer.megatron import MegatronTokenizerAdapter
+from megatron_t2c.tokenizer.sentencepiece import check_special_ids
+from megatron_t2c.tokenizer.train import TrainerOptions, split_long, train_tokenizer
 from helpers.t2c_data import corpus_jsonl, session_dir, stdlib_records, tiny_tokenizer, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
@@ -22,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module", params=["bpe", "unigram"])
 def tok(request):
-    return T2CTokenizer(tiny_tokenizer(request.param))
+    return MegatronTokenizerAdapter(tiny_tokenizer(request.param))
 
 
 def _samples(fmt):
@@ -124,7 +125,7 @@ def test_long_samples_are_cut_for_training(tmp_path):
     summary = train_tokenizer(corpus_jsonl(), tmp_path / "short", options=TrainerOptions(
         vocab_size=1000, max_sentence_length=256))
     assert summary.sentences > 3 * summary.records
-    tok = T2CTokenizer(summary.model)
+    tok = MegatronTokenizerAdapter(summary.model)
     for segments in _samples("pangu")[:100]:
         assert tok.detokenize(tok.encode_sample(segments)) == F.sample_text(segments)
 
@@ -162,7 +163,7 @@ def test_rejects_a_model_with_other_ids(tmp_path):
     spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_prefix=str(writer_path.with_suffix("")),
                                    vocab_size=600, minloglevel=2)
     with pytest.raises(ValueError, match="special ids differ"):
-        T2CTokenizer(writer_path)
+        MegatronTokenizerAdapter(writer_path)
 
 
 def _run(*args):
@@ -184,7 +185,7 @@ def test_cli_end_to_end(tmp_path):
     assert "1000 pieces" in result.stdout and "invalid_json=1" in result.stdout
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["records"] == len(stdlib_records()) and summary["model_type"] == "unigram"
-    tok = T2CTokenizer(tmp_path / "cli.model")
+    tok = MegatronTokenizerAdapter(tmp_path / "cli.model")
     segments = F.format_record(stdlib_records()[0], "pycodegpt")
     assert tok.detokenize(tok.encode_sample(segments)) == F.sample_text(segments)
     bad = _run("--input", tmp_path / "missing.jsonl", "--output-prefix", tmp_path / "m")
@@ -193,7 +194,7 @@ def test_cli_end_to_end(tmp_path):
 
 
 def test_word_cache_is_exact_and_bounded():
-    bpe, unigram = T2CTokenizer(tiny_tokenizer("bpe")), T2CTokenizer(tiny_tokenizer("unigram"))
+    bpe, unigram = MegatronTokenizerAdapter(tiny_tokenizer("bpe")), MegatronTokenizerAdapter(tiny_tokenizer("unigram"))
     assert bpe.words_are_independent and not unigram.words_are_independent  # unigram is encoded whole
     texts = ["", " ", "a  b ", "  lead", "trail  ", "x\n\ty [new_line] [indent]", "def f(): [new_line]"]
     texts += [F.sample_text(s) for s in _samples("pycodegpt")[:50]]
