@@ -202,7 +202,7 @@ def hf_generate_figures(cfg, model, config, tok_path, prompts, sampling, work: s
     progress.
     """
     try:
-        from megatron_t2c.hf.convert import export_to_hf
+        from megatron_t2c.hf.export import export_to_hf
     except ImportError as exc:
         return {"available": False, "reason": f"no HF export in this checkout ({exc})"}
     try:
