@@ -87,7 +87,8 @@ def _save_rank(workdir: str, overrides: dict, vocab_size: int) -> None:
 
     from megatron_t2c.runtime import distributed
     from megatron_t2c.training.checkpointing import make_run_info, save_checkpoint
-    from megatron_t2c.models.gpt import ModelConfig, build_model, make_layout
+    from megatron_t2c.models.config import ModelConfig
+    from megatron_t2c.models.gpt import build_model, make_layout
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     distributed.initialize_distributed(world, 1, cpu=True, seed=0)

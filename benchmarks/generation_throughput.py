@@ -101,7 +101,8 @@ def train_tokenizer_here(work: str, vocab_size: int) -> str:
 
 
 def build(cfg: BenchConfig, vocab_size: int, pieces: list[str]):
-    from megatron_t2c.models.gpt import ModelConfig, build_model, make_layout
+    from megatron_t2c.models.config import ModelConfig
+    from megatron_t2c.models.gpt import build_model, make_layout
     from megatron_t2c.mrpt.separation import separated_token_ids
 
     overrides = dict(num_layers=cfg.num_layers, hidden_size=cfg.hidden_size,

@@ -1,5 +1,10 @@
-"""The architecture both sides of a conversion agree on, read from a checkpoint's run info or a Hugging Face
-``config.json``, and the Hugging Face config written for it (stock ``GPT2Config`` or ``T2CConfig``)."""
+"""The architecture both sides of a conversion agree on and the Hugging Face config written for it.
+
+:class:`HFArchitecture` holds the model's :class:`~megatron_t2c.models.config.ModelConfig` (the one
+architecture description), read from a checkpoint's run info or built from a Hugging Face ``config.json``,
+plus the facts a converted model needs besides it; :meth:`HFArchitecture.hf_config` writes its fields under
+Hugging Face's names (stock ``GPT2Config`` or the shipped ``T2CConfig``, which cannot import megatron_t2c).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Optional
 import torch
 
 from megatron_t2c.hf.configuration_t2c import id_ranges
+from megatron_t2c.models.config import ModelConfig
 from megatron_t2c.mrpt import special_tokens as st
 
 
@@ -16,29 +22,50 @@ class ConversionError(ValueError):
     """A checkpoint or directory that cannot be converted (unknown architecture, missing files, ...)."""
 
 
+def _resolved(name: str) -> property:
+    return property(lambda self: self.model.architecture_dict()[name],
+                    doc=f"``{name}`` of the resolved architecture (:meth:`ModelConfig.architecture_dict`).")
+
+
+def _setting(name: str) -> property:
+    return property(lambda self: getattr(self.model, name), doc=f"The model config's ``{name}``.")
+
+
+#: The model settings besides the resolved architecture that a conversion carries over.
+_CARRIED_SETTINGS = ("preset", "rotary_base", "layernorm_epsilon", "hidden_dropout", "attention_dropout",
+                     "init_method_std")
+
 
 @dataclasses.dataclass
 class HFArchitecture:
-    """What both sides must agree on; from a checkpoint's run info or a Hugging Face config."""
+    """What both sides must agree on: the model's :class:`~megatron_t2c.models.config.ModelConfig` (the one
+    architecture description, whose numbers are read through the properties below) plus what a converted
+    model needs besides it; from a checkpoint's run info or a Hugging Face config."""
 
+    model: ModelConfig
     vocab_size: int
-    num_layers: int
-    hidden_size: int
-    num_attention_heads: int
-    num_query_groups: int
-    ffn_hidden_size: int
-    seq_length: int
-    position_embedding_type: str = "learned_absolute"
-    rotary_base: float = 10000.0
-    layernorm_epsilon: float = 1e-5
-    hidden_dropout: float = 0.0
-    attention_dropout: float = 0.0
-    init_method_std: float = 0.02
+    num_query_groups: Optional[int] = None  # key/value heads on the Hugging Face side; None: one per head
     separated_ids: tuple = ()
-    separation: str = "none"
     sample_format: str = "pangu"
     objective: str = "text-code"
-    make_vocab_size_divisible_by: int = 128
+
+    def __post_init__(self):
+        if self.num_query_groups is None:
+            self.num_query_groups = self.num_attention_heads
+
+    num_layers = _resolved("num_layers")
+    hidden_size = _resolved("hidden_size")
+    num_attention_heads = _resolved("num_attention_heads")
+    ffn_hidden_size = _resolved("ffn_hidden_size")
+    seq_length = _resolved("seq_length")
+    position_embedding_type = _resolved("position_embedding_type")
+    make_vocab_size_divisible_by = _resolved("make_vocab_size_divisible_by")
+    rotary_base = _setting("rotary_base")
+    layernorm_epsilon = _setting("layernorm_epsilon")
+    hidden_dropout = _setting("hidden_dropout")
+    attention_dropout = _setting("attention_dropout")
+    init_method_std = _setting("init_method_std")
+    separation = _setting("separation")
 
     @property
     def head_dim(self) -> int:
@@ -56,16 +83,12 @@ class HFArchitecture:
 
     @classmethod
     def from_run_info(cls, info: dict) -> "HFArchitecture":
-        arch, config = info["architecture"], info["model_config"]
-        return cls(vocab_size=info["vocab_size"], num_layers=arch["num_layers"], hidden_size=arch["hidden_size"],
-                   num_attention_heads=arch["num_attention_heads"], num_query_groups=arch["num_attention_heads"],
-                   ffn_hidden_size=arch["ffn_hidden_size"], seq_length=arch["seq_length"],
-                   position_embedding_type=arch["position_embedding_type"],
-                   rotary_base=config.get("rotary_base", 10000), layernorm_epsilon=config["layernorm_epsilon"],
-                   hidden_dropout=config["hidden_dropout"], attention_dropout=config["attention_dropout"],
-                   init_method_std=config["init_method_std"], separated_ids=tuple(info["separated_ids"]),
-                   separation=info["separation"], sample_format=info["format"], objective=info["objective"],
-                   make_vocab_size_divisible_by=arch["make_vocab_size_divisible_by"])
+        """The architecture a checkpoint recorded (its numbers: the run info's resolved ``architecture``)."""
+        config = info["model_config"]
+        model = ModelConfig.from_architecture(info["architecture"], separation=info["separation"],
+                                              **{k: config[k] for k in _CARRIED_SETTINGS if k in config})
+        return cls(model=model, vocab_size=info["vocab_size"], separated_ids=tuple(info["separated_ids"]),
+                   sample_format=info["format"], objective=info["objective"])
 
     # -- Hugging Face configs ----------------------------------------------------------------------
     def _export_note(self, info: Optional[dict]) -> dict:
@@ -110,9 +133,9 @@ class HFArchitecture:
         note = config.get("t2c_export") or {}
         model_type = config.get("model_type")
         fmt = sample_format or note.get("format") or config.get("sample_format") or "pangu"
-        common = dict(vocab_size=config["vocab_size"], layernorm_epsilon=config.get("layer_norm_epsilon", 1e-5),
-                      init_method_std=config.get("initializer_range", 0.02), sample_format=fmt,
-                      make_vocab_size_divisible_by=note.get("make_vocab_size_divisible_by", 128))
+        settings = dict(layernorm_epsilon=config.get("layer_norm_epsilon", 1e-5),
+                        init_method_std=config.get("initializer_range", 0.02))
+        divisible_by = note.get("make_vocab_size_divisible_by", 128)
         if model_type == "gpt2":
             problems = []
             if config.get("activation_function", "gelu_new") != "gelu":
@@ -125,23 +148,30 @@ class HFArchitecture:
             if problems:
                 raise ConversionError("unsupported GPT-2 architecture: " + "; ".join(problems))
             hidden = config["n_embd"]
-            return cls(num_layers=config["n_layer"], hidden_size=hidden, num_attention_heads=config["n_head"],
-                       num_query_groups=config["n_head"], ffn_hidden_size=config.get("n_inner") or 4 * hidden,
-                       seq_length=config["n_positions"], hidden_dropout=config.get("resid_pdrop", 0.1),
-                       attention_dropout=config.get("attn_pdrop", 0.1), objective=objective or note.get(
-                           "objective", "text-code"), **common), "gpt2"
+            model = ModelConfig.from_architecture(
+                dict(num_layers=config["n_layer"], hidden_size=hidden, num_attention_heads=config["n_head"],
+                     ffn_hidden_size=config.get("n_inner") or 4 * hidden, seq_length=config["n_positions"],
+                     position_embedding_type="learned_absolute", make_vocab_size_divisible_by=divisible_by),
+                hidden_dropout=config.get("resid_pdrop", 0.1), attention_dropout=config.get("attn_pdrop", 0.1),
+                separation="none", **settings)
+            return cls(model=model, vocab_size=config["vocab_size"], num_query_groups=config["n_head"],
+                       sample_format=fmt, objective=objective or note.get("objective", "text-code")), "gpt2"
         if model_type == "t2c_gpt":
             ids = [i for start, end in config.get("separated_id_ranges") or [] for i in range(start, end)]
-            return cls(num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"],
-                       num_attention_heads=config["num_attention_heads"],
+            model = ModelConfig.from_architecture(
+                dict(num_layers=config["num_hidden_layers"], hidden_size=config["hidden_size"],
+                     num_attention_heads=config["num_attention_heads"],
+                     ffn_hidden_size=config.get("intermediate_size") or 4 * config["hidden_size"],
+                     seq_length=config["max_position_embeddings"],
+                     position_embedding_type=config.get("position_embedding_type", "learned_absolute"),
+                     make_vocab_size_divisible_by=divisible_by),
+                rotary_base=int(config.get("rope_theta", 10000.0)), hidden_dropout=config.get("hidden_dropout", 0.0),
+                attention_dropout=config.get("attention_dropout", 0.0),
+                separation=config.get("separation", "none") if ids else "none", **settings)
+            return cls(model=model, vocab_size=config["vocab_size"],
                        num_query_groups=config.get("num_key_value_heads") or config["num_attention_heads"],
-                       ffn_hidden_size=config.get("intermediate_size") or 4 * config["hidden_size"],
-                       seq_length=config["max_position_embeddings"],
-                       position_embedding_type=config.get("position_embedding_type", "learned_absolute"),
-                       rotary_base=config.get("rope_theta", 10000.0), hidden_dropout=config.get("hidden_dropout", 0.0),
-                       attention_dropout=config.get("attention_dropout", 0.0), separated_ids=tuple(ids),
-                       separation=config.get("separation", "none") if ids else "none",
-                       objective=objective or config.get("objective", "text-code"), **common), "t2c"
+                       separated_ids=tuple(ids), sample_format=fmt,
+                       objective=objective or config.get("objective", "text-code")), "t2c"
         raise ConversionError(f"unknown architecture: model_type {model_type!r} (supported: 'gpt2' -- "
                               "GPT2LMHeadModel --, and 't2c_gpt' -- directories exported by megatron_t2c)")
 

@@ -62,21 +62,6 @@ def single_rank():
         parallel.destroy_distributed()
 
 
-def _model_config(arch: HFArchitecture):
-    from megatron_t2c.models.gpt import PRESETS, ModelConfig
-
-    preset = next((name for name, p in PRESETS.items() if (p.num_layers, p.hidden_size, p.num_attention_heads,
-                   p.seq_length) == (arch.num_layers, arch.hidden_size, arch.num_attention_heads,
-                                     arch.seq_length)), "pangu-100m")
-    return ModelConfig(preset=preset, num_layers=arch.num_layers, hidden_size=arch.hidden_size,
-                       num_attention_heads=arch.num_attention_heads, ffn_hidden_size=arch.ffn_hidden_size,
-                       seq_length=arch.seq_length, position_embedding_type=arch.position_embedding_type,
-                       rotary_base=int(arch.rotary_base), separation=arch.separation,
-                       hidden_dropout=arch.hidden_dropout, attention_dropout=arch.attention_dropout,
-                       init_method_std=arch.init_method_std, layernorm_epsilon=arch.layernorm_epsilon,
-                       make_vocab_size_divisible_by=arch.make_vocab_size_divisible_by)
-
-
 def _check_parallel(arch: HFArchitecture, tp: int, pp: int) -> None:
     problems = []
     if tp < 1 or pp < 1:
@@ -122,7 +107,7 @@ def import_from_hf(hf_dir: str, output: str, *, tensor_model_parallel_size: int 
                 "([descr] [python] [eoc] ...): pass --tokenizer-model with a model of the same vocabulary")
     check_tokenizer(tokenizer_model, arch.vocab_size)
     tensors = SafetensorsReader(hf_dir)
-    model_config = _model_config(arch)
+    model_config = arch.model
     with single_rank():
         layout = make_layout(model_config, arch.separated_ids, arch.vocab_size)
         model = build_model(model_config, layout, transformer_config=model_config.transformer_config(

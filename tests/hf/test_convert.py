@@ -53,7 +53,7 @@ TOL = dict(atol=1e-4, rtol=0)
 # ---------------------------------------------------------------------------------------------------
 
 def _model_config(kind: str):
-    from megatron_t2c.models.gpt import ModelConfig
+    from megatron_t2c.models.config import ModelConfig
 
     separation, positions, _ = KINDS[kind]
     return ModelConfig(num_layers=2, hidden_size=32, num_attention_heads=4, seq_length=SEQ, hidden_dropout=0.0,
