@@ -75,7 +75,6 @@ def _model_proto(processor: spm.SentencePieceProcessor):
     return proto
 
 
-
 class _WordTable:
     """Token ids of words, all in one array: row ``r`` is ``flat[start[r]:start[r] + length[r]]``.
 
@@ -403,7 +402,6 @@ class T2CTokenizerCore:
             if part:
                 ids += self._sp.encode(part)
         return ids
-
 
 
 def load_tokenizer(model_path: str | os.PathLike, num_threads: int = 1) -> T2CTokenizerCore:

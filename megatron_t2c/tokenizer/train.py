@@ -227,7 +227,6 @@ def train_tokenizer(input_path: str | os.PathLike, output_prefix: str | os.PathL
         skipped=dict(stats.report.counts), seconds=round(seconds, 3), sha256=hashlib.sha256(model).hexdigest())
 
 
-
 def vocab_text(processor: spm.SentencePieceProcessor) -> str:
     """The ``.vocab`` file: one line per id, ``piece<TAB>score``.
 
@@ -240,7 +239,6 @@ def vocab_text(processor: spm.SentencePieceProcessor) -> str:
         escaped = piece.encode("unicode_escape").decode("ascii") if _NEEDS_ESCAPE.search(piece) else piece
         lines.append(f"{escaped}\t{processor.get_score(i):g}")
     return "\n".join(lines) + "\n"
-
 
 
 def format_summary(summary: Mapping) -> str:
