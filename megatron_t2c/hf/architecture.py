@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from megatron_t2c.hf.configuration_t2c import id_ranges
-from megatron_t2c.models.config import ModelConfig
+from megatron_t2c.models.config import ARCHITECTURE_FIELDS, ModelConfig
 from megatron_t2c.mrpt import special_tokens as st
 
 
@@ -53,19 +53,12 @@ class HFArchitecture:
         if self.num_query_groups is None:
             self.num_query_groups = self.num_attention_heads
 
-    num_layers = _resolved("num_layers")
-    hidden_size = _resolved("hidden_size")
-    num_attention_heads = _resolved("num_attention_heads")
-    ffn_hidden_size = _resolved("ffn_hidden_size")
-    seq_length = _resolved("seq_length")
-    position_embedding_type = _resolved("position_embedding_type")
-    make_vocab_size_divisible_by = _resolved("make_vocab_size_divisible_by")
-    rotary_base = _setting("rotary_base")
-    layernorm_epsilon = _setting("layernorm_epsilon")
-    hidden_dropout = _setting("hidden_dropout")
-    attention_dropout = _setting("attention_dropout")
-    init_method_std = _setting("init_method_std")
-    separation = _setting("separation")
+    # read-only views of the model config: the resolved architecture, then further settings
+    (num_layers, hidden_size, num_attention_heads, ffn_hidden_size, position_embedding_type,
+     make_vocab_size_divisible_by, seq_length) = map(_resolved, ARCHITECTURE_FIELDS)
+    rotary_base, layernorm_epsilon, hidden_dropout, attention_dropout, init_method_std, separation = map(
+        _setting, ("rotary_base", "layernorm_epsilon", "hidden_dropout", "attention_dropout", "init_method_std",
+                   "separation"))
 
     @property
     def head_dim(self) -> int:

@@ -208,7 +208,6 @@ def _copy_shipped_modules(output: str) -> None:
         shutil.copyfile(module.__file__, os.path.join(output, os.path.basename(module.__file__)))
 
 
-
 #: Never generated (as megatron_t2c's engine: control pieces, opening markers, [MASK]).
 SUPPRESSED_IDS = (st.PAD_ID, st.UNK_ID, st.BOS_ID, st.EOS_ID, st.DESCR_ID, st.PYTHON_ID, st.SOS_ID, st.MASK_ID)
 
@@ -235,7 +234,6 @@ def write_tokenizer(output: str, tokenizer_model: str, seq_length: int) -> None:
         json.dump(config, fh, indent=2)
     _copy_sources(output, _REMOTE_TOKENIZER_FILES)
     shutil.copyfile(st.__file__, os.path.join(output, os.path.basename(st.__file__)))
-
 
 
 def export_to_hf(checkpoint: str, output: str, *, model_class: str = "auto", dtype: Optional[str] = None,

@@ -1,4 +1,4 @@
-"""Import: a Hugging Face ``GPT2LMHeadModel`` or exported ``T2CForCausalLM`` directory to a megatron_t2c checkpoint.
+"""Import: a Hugging Face GPT-2 or exported ``T2CForCausalLM`` directory to a megatron_t2c checkpoint.
 
 The inverse mapping (:mod:`.weight_map`) into a TP=1/PP=1 :class:`~megatron_t2c.models.gpt.T2CGPTModel`,
 saved with :func:`~megatron_t2c.training.checkpointing.save_checkpoint`.  Checkpoints are TP/PP-agnostic,
@@ -20,7 +20,8 @@ from megatron_t2c.hf.safetensors_files import SafetensorsReader
 from megatron_t2c.hf.weight_map import FINAL, LAYER, POSITIONS, TABLE, interleave_qkv
 
 
-def _hf_to_megatron(tensors: SafetensorsReader, arch: HFArchitecture, target: str) -> Iterator[tuple[str, torch.Tensor]]:
+def _hf_to_megatron(tensors: SafetensorsReader, arch: HFArchitecture,
+                    target: str) -> Iterator[tuple[str, torch.Tensor]]:
     """``(megatron module name at TP=1, tensor)`` for every parameter but the table; see :func:`_hf_table`."""
     gpt2 = target == "gpt2"
     if arch.position_embedding_type == "learned_absolute":

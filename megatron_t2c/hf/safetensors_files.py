@@ -52,7 +52,6 @@ def write_safetensors(path: str, header_tensors: Iterable[tuple[str, torch.Tenso
     return written
 
 
-
 class SafetensorsReader:
     """The tensors of a Hugging Face directory's safetensors file(s), read one at a time with plain reads.
 

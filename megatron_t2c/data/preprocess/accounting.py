@@ -23,7 +23,6 @@ class StrictError(RuntimeError):
     """A bad input line under ``strict``."""
 
 
-
 class InputLineReport(LineReport):
     """A :class:`LineReport` that also remembers the input file of each line it shows."""
 
@@ -38,7 +37,6 @@ class InputLineReport(LineReport):
             self.first_bad_inputs.append(self.label)
 
 
-
 @dataclass
 class Totals:
     """Running counts of a run."""
@@ -49,6 +47,14 @@ class Totals:
     input_lines: list = field(default_factory=list)  # lines read from each input
 
 
+class RunAccounts:
+    """What one run counts: its bad-line report, the lines skipped by reason and the running totals."""
+
+    def __init__(self, config: PreprocessConfig, inputs: list[str], log) -> None:
+        self.report = InputLineReport(max_shown=config.show_bad, stream=log, label=inputs[0])
+        self.skipped: Counter = Counter()
+        self.totals = Totals(input_lines=[0] * len(inputs))
+
 
 def strict_error(line_no: int, reason: str, detail: str, path: str | None) -> StrictError:
     where = f"{path}, line {line_no}" if path else f"line {line_no}"
@@ -57,7 +63,7 @@ def strict_error(line_no: int, reason: str, detail: str, path: str | None) -> St
 
 
 def account(chunk: Chunk, first_line: int, report: LineReport, skipped: Counter, strict: bool,
-             path: str | None = None) -> None:
+            path: str | None = None) -> None:
     """Count a chunk's skipped and bad lines (in line order); under ``strict`` the first bad one raises."""
     for index, reason, detail in chunk.bad:
         line_no = first_line + index
@@ -68,11 +74,11 @@ def account(chunk: Chunk, first_line: int, report: LineReport, skipped: Counter,
     skipped.update(chunk.skipped)
 
 
-
-def run_summary(config: PreprocessConfig, inputs: list[str], vocab_size: int, dtype, totals: Totals,
-             skipped: Counter, report: InputLineReport, setup_seconds: float, run_seconds: float) -> dict:
+def run_summary(config: PreprocessConfig, inputs: list[str], vocab_size: int, dtype, accounts: RunAccounts,
+                setup_seconds: float, run_seconds: float) -> dict:
     """The run's summary; everything but ``workers``, ``ranks``, ``shards``, ``seconds`` and the rates is
     the same for any number of workers and ranks."""
+    report, skipped, totals = accounts.report, accounts.skipped, accounts.totals
     given = config.input
     if not isinstance(given, str) and len(given) == 1:
         given = given[0]  # one input: a string, as before several were possible

@@ -14,10 +14,13 @@ import tempfile
 import threading
 import warnings
 from array import array
+from typing import Callable, TypeVar
 
 import numpy as np
 
 from megatron_t2c.data.preprocess.config import PreprocessConfig
+
+T = TypeVar("T")
 
 
 def add_documents(builder, tokens: np.ndarray, lengths: np.ndarray) -> None:
@@ -86,6 +89,18 @@ class StagedOutputs:
             except FileNotFoundError:
                 pass
         self.temps = []
+
+
+def write_staged(targets: list[str], write: Callable[[StagedOutputs], T]) -> T:
+    """``write(outputs)`` fills the temporary files of :class:`StagedOutputs` for ``targets``; they replace the
+    targets only when it returns (and are removed either way)."""
+    outputs = StagedOutputs(targets)
+    try:
+        result = write(outputs)
+        outputs.commit()
+    finally:
+        outputs.discard()
+    return result
 
 
 def token_dtype(vocab_size: int) -> type:

@@ -9,19 +9,20 @@ paper.  The parent process only writes, a block at a time and in input order, th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
-from collections import Counter
 from typing import IO
 
 from megatron_t2c.data import corpus_ranks
-from megatron_t2c.data.preprocess.accounting import InputLineReport, Totals, account, run_summary
+from megatron_t2c.data.preprocess.accounting import RunAccounts, Totals, account, run_summary
 from megatron_t2c.data.preprocess.config import PreprocessConfig
 from megatron_t2c.data.preprocess.encode import Chunk, Encoders, encoder_args
 from megatron_t2c.data.preprocess.inputs import Piece, encoded_chunks, is_gzip, resolve_inputs
 from megatron_t2c.data.preprocess.outputs import (StagedOutputs, add_documents, import_checked,
-                                                  import_indexed_dataset, new_builder, targets, token_dtype)
+                                                  import_indexed_dataset, new_builder, targets, token_dtype,
+                                                  write_staged)
 from megatron_t2c.data.preprocess.shards import sharded
 from megatron_t2c.tokenizer.sentencepiece import T2CTokenizerCore
 from megatron_t2c.utils.atomic import write_json
@@ -54,31 +55,25 @@ def preprocess(config: PreprocessConfig, log: IO[str] | None = sys.stderr) -> di
 
 def _single(config: PreprocessConfig, inputs: list[str], vocab_size: int, log, start: float) -> dict:
     dtype = token_dtype(vocab_size)
-    report = InputLineReport(max_shown=config.show_bad, stream=log, label=inputs[0])
-    skipped: Counter = Counter()
-    totals = Totals(input_lines=[0] * len(inputs))
+    accounts = RunAccounts(config, inputs, log)
     with Encoders(config.workers, encoder_args(config, dtype)) as encoders:
         indexed_dataset = import_checked(vocab_size, dtype)
         setup_seconds = time.perf_counter() - start
         run_start = time.perf_counter()
-        outputs = StagedOutputs(targets(config))
-        try:
-            _convert(config, inputs, indexed_dataset, dtype, encoders, outputs, report, skipped, totals, run_start)
-            outputs.commit()
-        finally:
-            outputs.discard()
-            report.close()
+        with contextlib.closing(accounts.report):
+            write_staged(targets(config), lambda outputs: _convert(config, inputs, indexed_dataset, dtype, encoders,
+                                                                   outputs, accounts, run_start))
         run_seconds = time.perf_counter() - run_start
-    summary = run_summary(config, inputs, vocab_size, dtype, totals, skipped, report, setup_seconds, run_seconds)
+    summary = run_summary(config, inputs, vocab_size, dtype, accounts, setup_seconds, run_seconds)
     if config.summary:
         write_json(config.summary, summary)
     return summary
 
 
 def _convert(config: PreprocessConfig, inputs: list[str], indexed_dataset, dtype, encoders: Encoders,
-             outputs: StagedOutputs, report: InputLineReport, skipped: Counter, totals: Totals,
-             run_start: float) -> None:
+             outputs: StagedOutputs, accounts: RunAccounts, run_start: float) -> None:
     """Encode the inputs and write every output to its temporary file."""
+    report, skipped, totals = accounts.report, accounts.skipped, accounts.totals
     builder = new_builder(indexed_dataset, outputs.temps[0], dtype)
     index_map = None
     try:

@@ -10,6 +10,7 @@ with ``IndexedDatasetBuilder.add_index``, renumbering lines and replaying the ba
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import time
@@ -20,12 +21,12 @@ import numpy as np
 
 from megatron_t2c.data import corpus_ranks
 from megatron_t2c.data.corpus_ranks import World
-from megatron_t2c.data.preprocess.accounting import InputLineReport, Totals, run_summary, strict_error
+from megatron_t2c.data.preprocess.accounting import RunAccounts, run_summary, strict_error
 from megatron_t2c.data.preprocess.config import PreprocessConfig
 from megatron_t2c.data.preprocess.encode import Encoders, encoder_args
 from megatron_t2c.data.preprocess.inputs import Piece, encoded_chunks, pieces_of
 from megatron_t2c.data.preprocess.outputs import (StagedOutputs, add_documents, import_checked, new_builder,
-                                                  targets, token_dtype)
+                                                  targets, token_dtype, write_staged)
 from megatron_t2c.utils.atomic import write_json
 
 #: Options that change what a shard holds: a shard directory is only resumed with the same ones.
@@ -55,19 +56,12 @@ def sharded(config: PreprocessConfig, inputs: list[str], vocab_size: int, log, w
                                     shards=pieces, convert=convert, still_valid=_valid_done)
     if world.rank != 0:
         return None
-    report = InputLineReport(max_shown=config.show_bad, stream=log, label=inputs[0])
-    skipped: Counter = Counter()
-    totals = Totals(input_lines=[0] * len(inputs))
-    outputs = StagedOutputs(targets(config))
-    try:
-        manifest = _merge(config, inputs, pieces, indexed_dataset, dtype, shard_dir, outputs, report, skipped,
-                          totals)
-        outputs.commit()
-    finally:
-        outputs.discard()
-        report.close()
+    accounts = RunAccounts(config, inputs, log)
+    with contextlib.closing(accounts.report):
+        manifest = write_staged(targets(config), lambda outputs: _merge(config, inputs, pieces, indexed_dataset,
+                                                                        dtype, shard_dir, outputs, accounts))
     run_seconds = time.perf_counter() - run_start
-    summary = run_summary(config, inputs, vocab_size, dtype, totals, skipped, report, setup_seconds, run_seconds)
+    summary = run_summary(config, inputs, vocab_size, dtype, accounts, setup_seconds, run_seconds)
     summary.update(ranks=world.size, shards=len(pieces))
     write_json(os.path.join(shard_dir, corpus_ranks.MANIFEST),
                {"tool": "preprocess_data", "inputs": inputs, "outputs": targets(config), "shards": manifest})
@@ -142,8 +136,9 @@ def _convert_shard(config: PreprocessConfig, indexed_dataset, dtype, encoders: E
 
 
 def _merge(config: PreprocessConfig, inputs: list[str], pieces: list[Piece], indexed_dataset, dtype,
-           shard_dir: str, outputs: StagedOutputs, report: InputLineReport, skipped: Counter, totals: Totals) -> list[dict]:
+           shard_dir: str, outputs: StagedOutputs, accounts: RunAccounts) -> list[dict]:
     """Concatenate the shards, in order, into the final outputs; replay their accounting."""
+    report, skipped, totals = accounts.report, accounts.skipped, accounts.totals
     builder = new_builder(indexed_dataset, outputs.temps[0], dtype)
     index_map = open(outputs.temps[1], "w", encoding="ascii") if config.index_map else None
     manifest = []
