@@ -6,7 +6,7 @@ Steps (each its own process, so that each peak RSS is that step's alone):
 1. ``torchrun --nproc-per-node 2`` (CPU, gloo) builds the ``pangu-350m`` model at TP=2 with random weights and
    saves it with :func:`megatron_t2c.training.checkpointing.save_checkpoint` (vocabulary 32,000: a synthetic
    SentencePiece model with megatron_t2c's special ids, so no corpus is needed);
-2. ``--to-hf`` (:func:`megatron_t2c.hf.convert.export_to_hf`) in a fresh process: wall time and the process's
+2. ``--to-hf`` (:func:`megatron_t2c.hf.export.export_to_hf`) in a fresh process: wall time and the process's
    peak RSS (``ru_maxrss``), also net of the RSS after imports;
 3. ``--from-hf`` of that directory back to a checkpoint, likewise.
 
@@ -87,7 +87,8 @@ def _save_rank(workdir: str, overrides: dict, vocab_size: int) -> None:
 
     from megatron_t2c.runtime import distributed
     from megatron_t2c.training.checkpointing import make_run_info, save_checkpoint
-    from megatron_t2c.models.gpt import ModelConfig, build_model, make_layout
+    from megatron_t2c.models.config import ModelConfig
+    from megatron_t2c.models.gpt import build_model, make_layout
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     distributed.initialize_distributed(world, 1, cpu=True, seed=0)
@@ -112,7 +113,8 @@ def _convert(direction: str, source: str, target: str) -> None:
     """Child: one conversion; prints JSON with seconds, peak RSS and the RSS after imports."""
     import torch  # noqa: F401 - imports first, so that the baseline holds them
 
-    from megatron_t2c.hf import convert
+    from megatron_t2c.hf.export import export_to_hf
+    from megatron_t2c.hf.import_hf import import_from_hf
 
     if direction == "from-hf":
         import megatron.core  # noqa: F401
@@ -121,9 +123,9 @@ def _convert(direction: str, source: str, target: str) -> None:
     baseline = _rss_mib()
     start = time.perf_counter()
     if direction == "to-hf":
-        convert.export_to_hf(source, target)
+        export_to_hf(source, target)
     else:
-        convert.import_from_hf(source, target)
+        import_from_hf(source, target)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     print(json.dumps({"seconds": round(seconds, 2), "peak_rss_mib": round(peak, 1),

@@ -74,7 +74,7 @@ def _best(runs: list[tuple[dict, float]]) -> tuple[dict, float]:
 
 
 def scaling(work: Path, ranks: int, vocab_size: int, repeats: int) -> dict:
-    from megatron_t2c.tokenizer.sentencepiece import train_tokenizer
+    from megatron_t2c.tokenizer.train import train_tokenizer
 
     out: dict = {}
     single, t_single = _extract(work, "single")

@@ -113,7 +113,7 @@ def main(argv=None) -> int:
         extract_1 = run_extraction(work, 1)
         extract_n = run_extraction(work, cfg.workers)
         records = os.path.join(work, f"functions.w{cfg.workers}.jsonl")
-        from megatron_t2c.tokenizer.sentencepiece import train_tokenizer
+        from megatron_t2c.tokenizer.train import train_tokenizer
 
         train_tokenizer(records, os.path.join(work, "tok"), vocab_size=cfg.vocab_size)
         model = os.path.join(work, "tok.model")

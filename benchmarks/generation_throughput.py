@@ -90,7 +90,7 @@ def _stdlib_records(modules=("json", "textwrap", "argparse", "collections", "str
 
 
 def train_tokenizer_here(work: str, vocab_size: int) -> str:
-    from megatron_t2c.tokenizer.sentencepiece import train_tokenizer
+    from megatron_t2c.tokenizer.train import train_tokenizer
 
     records = os.path.join(work, "records.jsonl")
     with open(records, "w", encoding="utf-8") as fh:
@@ -101,7 +101,8 @@ def train_tokenizer_here(work: str, vocab_size: int) -> str:
 
 
 def build(cfg: BenchConfig, vocab_size: int, pieces: list[str]):
-    from megatron_t2c.models.gpt import ModelConfig, build_model, make_layout
+    from megatron_t2c.models.config import ModelConfig
+    from megatron_t2c.models.gpt import build_model, make_layout
     from megatron_t2c.mrpt.separation import separated_token_ids
 
     overrides = dict(num_layers=cfg.num_layers, hidden_size=cfg.hidden_size,
@@ -202,7 +203,7 @@ def hf_generate_figures(cfg, model, config, tok_path, prompts, sampling, work: s
     progress.
     """
     try:
-        from megatron_t2c.hf.convert import export_to_hf
+        from megatron_t2c.hf.export import export_to_hf
     except ImportError as exc:
         return {"available": False, "reason": f"no HF export in this checkout ({exc})"}
     try:

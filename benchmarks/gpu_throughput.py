@@ -65,7 +65,6 @@ import dataclasses
 import fnmatch
 import gc
 import json
-import os
 import statistics
 import sys
 import time
@@ -124,7 +123,7 @@ class BenchConfig:
                                         choices=("none", "selective", "full"))
     compile: bool = option(False, help="torch.compile each TransformerLayer of our models (layer.compile())")
     chunked_head: bool = option(False, help="our models' LM head + cross-entropy fused and chunked "
-                                "(megatron_t2c.models.tied_output; TP=1), applied in this process only: the lever's A/B")
+                                "(ModelConfig.chunked_head: megatron_t2c.models.tied_output; TP=1): the lever's A/B")
     steps: int = option(10, help="timed steps per case (the median counts)")
     warmup: int = option(3, help="untimed steps first (compilation, allocator warm-up)")
     check_loss: bool = option(True, help="check our losses against the stock dense model first")
@@ -165,13 +164,14 @@ class Variant:
 
 
 def model_config(bench: BenchConfig, v: Variant):
-    from megatron_t2c.models.gpt import ModelConfig
+    from megatron_t2c.models.config import ModelConfig
 
     overrides = {k: getattr(bench, k) for k in ("num_layers", "hidden_size", "num_attention_heads")
                  if getattr(bench, k) is not None}
     return ModelConfig(preset=v.preset, seq_length=bench.seq_length, attention_backend=v.attention,
                        separation=v.separation, hidden_dropout=bench.hidden_dropout,
-                       attention_dropout=0.0 if v.attention == "flex" else bench.attention_dropout, **overrides)
+                       attention_dropout=0.0 if v.attention == "flex" else bench.attention_dropout,
+                       chunked_head=bench.chunked_head, **overrides)
 
 
 def transformer_config(bench: BenchConfig, mc, precision: str, dropout: bool = True):
@@ -246,48 +246,6 @@ def wrap_for_training(bench: BenchConfig, module, tc):
     tc.no_sync_func = model.no_sync
     tc.finalize_model_grads_func = finalize_model_grads
     return model, optimizer
-
-
-def _chunked_loss(self, hidden_states, labels, loss_mask, label_modality):
-    """``T2CGPTModel._loss`` with the output layer and cross-entropy of :mod:`megatron_t2c.models.tied_output`
-    (the proposed change to the model, installed by ``--chunked-head`` in this process only)."""
-    from megatron_t2c.models.tied_output import tied_cross_entropy
-    from megatron_t2c.mrpt.modality import CODE
-    from megatron_t2c.models.gpt import T2CGPTModel, _all_code
-
-    if self.layout.tp_size != 1:
-        return T2CGPTModel._plain_loss(self, hidden_states, labels, loss_mask, label_modality)
-    s, b, h = hidden_states.shape
-    hidden = hidden_states.reshape(s * b, h)
-    targets = labels.transpose(0, 1).reshape(-1)
-    uniform = 0 if _all_code(label_modality) else 1
-    group = None
-    if isinstance(label_modality, torch.Tensor) and self.layout.has_code_rows:
-        group = torch.where(label_modality.transpose(0, 1).reshape(-1) == CODE, 0, 1)
-    if loss_mask is not None:
-        no_loss = loss_mask.transpose(0, 1).reshape(-1) == 0
-        group = torch.where(no_loss, 2, uniform if group is None else group)
-    weight = self.shared_embedding_or_output_weight()
-    vocab = self.layout.shard_size if self.first_padding_column is None else self.first_padding_column
-    has_code = self.layout.has_code_rows
-    if group is None:
-        n_code = s * b if uniform == 0 and has_code else 0
-        return tied_cross_entropy(hidden, weight, self.code_output_index, n_code, vocab,
-                                  targets).view(s, b).transpose(0, 1).contiguous()
-    n_code, n_base = torch.bincount(group, minlength=3)[:2].tolist()
-    selected = torch.argsort(group, stable=True)[: n_code + n_base]
-    loss = tied_cross_entropy(hidden.index_select(0, selected), weight, self.code_output_index,
-                              n_code if has_code else 0, vocab, targets.index_select(0, selected))
-    losses = loss.new_zeros(s * b).index_copy(0, selected, loss)
-    return losses.view(s, b).transpose(0, 1).contiguous()
-
-
-def install_chunked_head() -> None:
-    from megatron_t2c.models.gpt import T2CGPTModel
-
-    if not hasattr(T2CGPTModel, "_plain_loss"):
-        T2CGPTModel._plain_loss = T2CGPTModel._loss
-        T2CGPTModel._loss = _chunked_loss
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -584,8 +542,6 @@ def main(argv=None) -> dict:
     from megatron_t2c.training.metrics import default_peak_tflops, flops_per_token
     from megatron_t2c.models.row_layout import padded_vocab_size
 
-    if bench.chunked_head:
-        install_chunked_head()
     distributed.initialize_distributed(1, 1, cpu=bench.cpu, seed=1234)
     device = torch.device("cpu") if bench.cpu else torch.device("cuda", torch.cuda.current_device())
     device_name = "cpu" if bench.cpu else torch.cuda.get_device_name()

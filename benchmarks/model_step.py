@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import statistics
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -190,7 +188,7 @@ def main(argv=None) -> dict:
     if bench.threads:
         torch.set_num_threads(bench.threads)
     from megatron_t2c.runtime import distributed
-    from megatron_t2c.models.gpt import ModelConfig
+    from megatron_t2c.models.config import ModelConfig
 
     distributed.initialize_distributed(1, 1, cpu=bench.cpu, seed=1234)
     device = torch.device("cpu") if bench.cpu else torch.device("cuda", torch.cuda.current_device())

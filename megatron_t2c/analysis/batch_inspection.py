@@ -68,9 +68,9 @@ def record_documents(path: str, tokenizer, fmt: str, include: str) -> Iterator[n
 
 def dataset_documents(prefix: str) -> Iterator[np.ndarray]:
     """The documents of a megatron-core indexed dataset, in order."""
-    from megatron_t2c.data.preprocess import _import_indexed_dataset
+    from megatron_t2c.data.preprocess.outputs import import_indexed_dataset
 
-    dataset = _import_indexed_dataset().IndexedDataset(str(prefix))
+    dataset = import_indexed_dataset().IndexedDataset(str(prefix))
     for i in range(len(dataset)):
         yield np.asarray(dataset[i], dtype=np.int64)
 

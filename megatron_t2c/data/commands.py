@@ -9,7 +9,8 @@ import sys
 from dataclasses import dataclass
 
 from megatron_t2c.data.corpus_extraction import ExtractConfig, extract_corpus, format_report
-from megatron_t2c.data.preprocess import PreprocessConfig, StrictError, format_summary, preprocess
+from megatron_t2c.data.preprocess import PreprocessConfig, preprocess
+from megatron_t2c.data.preprocess.accounting import StrictError, format_summary
 from megatron_t2c.data.summary import write_summary
 from megatron_t2c.utils.dataclass_flags import option, parse_config
 
@@ -44,7 +45,7 @@ def extract_main(argv=None) -> int:
 
 PREPROCESS_DOC = """Convert JSONL extraction records to a Megatron indexed dataset (OUT.bin + OUT.idx).
 
-A thin command line over :func:`megatron_t2c.data.preprocess.preprocess`; see that module for the details.
+A thin command line over :func:`megatron_t2c.data.preprocess.preprocess`; see that package for the details.
 """
 
 PREPROCESS_DESCRIPTION = PREPROCESS_DOC.split("\n\n")[0] + """

@@ -9,9 +9,9 @@ rejection reason: ``files_seen == files_kept + sum(rejected.values())``.
 
 Corpus scale.  Inputs are streamed (directories are walked lazily, ``--files-from`` lists and glob
 patterns expanded as they are read), and the dedup keys are the only state that grows with the corpus:
-an exact open-addressing table of file MD5s and record ids (:mod:`.keyset`, ~25-50 bytes per file and
+an exact open-addressing table of file MD5s and record ids (:mod:`.dedup`, ~25-50 bytes per file and
 ~13-26 bytes per distinct record).  With several ranks (``mpiexec``, ``srun``, torchrun, ``--ranks N``;
-:mod:`.sharding`) or ``--shard-dir``/``--resume``, the global file order is cut into shards of
+:mod:`.corpus_ranks`) or ``--shard-dir``/``--resume``, the global file order is cut into shards of
 ``--shard-files`` consecutive files; each rank extracts its shards (every file read, filtered and parsed
 once, no dedup yet) into ``extract-NNNNNN.files.jsonl`` (one line per file: name, MD5, reason, record
 ids) and ``extract-NNNNNN.records.jsonl`` (the record lines).  Rank 0 then replays the shards in order
@@ -203,11 +203,8 @@ def extract_corpus(config: ExtractConfig) -> dict | None:
         raise FileNotFoundError(f"no such file or directory: {config.files_from}")
     if config.shard_files < 1:
         raise ValueError("--shard-files must be at least 1")
-    sharded = config.ranks > 1 or config.shard_dir is not None or config.resume
-    if not sharded:
-        world = corpus_ranks.detect_world(config.launcher)
-        if world.size == 1:
-            return _single(config)
+    if not corpus_ranks.is_sharded(config):
+        return _single(config)
     return corpus_ranks.run_ranks(config, lambda world: _sharded(config, world))
 
 
@@ -288,25 +285,28 @@ def _sharded(config: ExtractConfig, world: World) -> dict | None:
     shard_dir = config.shard_dir or config.output + ".shards"
     plan = {"tool": "extract_functions", "inputs": _inputs(config),
             **{k: getattr(config, k) for k in _PLAN_OPTIONS}}
-    corpus_ranks.prepare_shard_dir(world, shard_dir, plan, config.resume)
     digests: list[tuple[str, int]] = []  # (names digest, files) of every shard, for rank 0's merge
     bar = tqdm(unit="file", disable=not config.progress or world.rank != 0, file=sys.stderr,
                dynamic_ncols=True, desc=f"extract (rank 0 of {world.size})")
-    with FileProcessors(config.workers) as processors:
-        for index, files in _plan(config):
+
+    def shards() -> Iterator[tuple[str, list[InputFile]]]:
+        for _, files in _plan(config):
             digest = _names_digest(files)
             if world.rank == 0:
                 digests.append((digest, len(files)))
-            if index % world.size != world.rank:
-                continue
-            name = corpus_ranks.shard_name("extract", index)
-            done = corpus_ranks.read_done(shard_dir, name) if config.resume else None
-            if done is None or done["names_md5"] != digest:
-                _extract_shard(processors, shard_dir, name, index, files, digest, world.rank)
-            bar.update(len(files))
+            yield digest, files
+
+    with FileProcessors(config.workers) as processors:
+        def convert(name: str, index: int, shard: tuple[str, list[InputFile]]) -> bool:
+            digest, files = shard
+            _extract_shard(processors, shard_dir, name, index, files, digest, world.rank)
+            return True
+
+        corpus_ranks.process_shards(world, shard_dir=shard_dir, plan=plan, resume=config.resume, kind="extract",
+                                    shards=shards(), convert=convert,
+                                    still_valid=lambda done, shard: done["names_md5"] == shard[0],
+                                    advance=lambda shard: bar.update(len(shard[1])))
     bar.close()
-    world.barrier()  # every shard is complete
-    world.detached = True
     if world.rank != 0:
         return None
     tally = _merge(config, shard_dir, digests)

@@ -12,6 +12,8 @@ node).  The recipe both tools follow:
 3. a barrier; rank 0 merges the shards in shard order (= input order) into the final outputs, which are
    therefore independent of the number of ranks, and writes ``manifest.json`` (input -> shard -> outputs).
 
+:func:`process_shards` is steps 1-2 and the barrier, the one shard loop of both tools.
+
 Who am I (:func:`detect_world`): ``mpiexec``/``mpirun`` (Open MPI, MPICH/Hydra, Intel MPI: via mpi4py,
 barrier = ``MPI_Barrier``), torchrun (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``: barrier = a gloo
 process group), SLURM ``srun`` (``SLURM_PROCID``/``SLURM_NTASKS`` of a job step: file barrier named by
@@ -31,7 +33,7 @@ import time
 import traceback
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, TypeVar
 
 from megatron_t2c.utils.atomic import write_json
 from megatron_t2c.utils.dataclass_flags import option
@@ -179,6 +181,14 @@ def detect_world(launcher: str = "auto") -> World:
     return World()
 
 
+def is_sharded(options: ShardingOptions) -> bool:
+    """Whether a run goes through shards: several ranks (``--ranks``, or started by a launcher), or a
+    ``--shard-dir`` or ``--resume`` asked for."""
+    if options.ranks > 1 or options.shard_dir is not None or options.resume:
+        return True
+    return detect_world(options.launcher).size > 1
+
+
 def run_ranks(options: ShardingOptions, body: Callable[[World], Any]) -> Any:
     """Run ``body(world)`` on this process's rank (or, with ``--ranks N``, on N forked local ranks).
 
@@ -289,6 +299,37 @@ def prepare_shard_dir(world: World, shard_dir: str, plan: dict, resume: bool) ->
                 os.unlink(path)
         write_json(stored, plan)
     world.barrier()
+
+
+Shard = TypeVar("Shard")
+
+
+def process_shards(world: World, *, shard_dir: str, plan: dict, resume: bool, kind: str, shards: Iterable[Shard],
+                   convert: Callable[[str, int, Shard], bool], still_valid: Callable[[dict, Shard], bool],
+                   advance: Callable[[Shard], None] | None = None) -> None:
+    """Steps 1 and 2 of the recipe (module doc) on this rank, up to the barrier after them: the one shard
+    loop of every corpus tool.
+
+    ``shards`` yields every shard of the run, the same on every rank; shard ``s`` is named
+    ``shard_name(kind, s)``.  This rank takes the shards ``s % world.size == world.rank``: with ``resume``
+    a shard whose marker exists and ``still_valid(marker, shard)`` is kept, any other is converted by
+    ``convert(name, s, shard)``, which writes its outputs and marker and returns False to stop this rank's
+    loop (a run that fails at the merge).  ``advance(shard)`` follows each of this rank's shards (progress).
+    Afterwards the rank is detached: rank 0 merges.
+    """
+    prepare_shard_dir(world, shard_dir, plan, resume)  # a barrier: all ranks set up
+    for index, shard in enumerate(shards):
+        if index % world.size != world.rank:
+            continue
+        name = shard_name(kind, index)
+        done = read_done(shard_dir, name) if resume else None
+        if done is None or not still_valid(done, shard):
+            if not convert(name, index, shard):
+                break
+        if advance is not None:
+            advance(shard)
+    world.barrier()  # every shard is complete (or a rank stopped)
+    world.detached = True
 
 
 def shard_name(kind: str, index: int) -> str:

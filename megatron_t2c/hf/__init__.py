@@ -6,7 +6,8 @@ every exported directory, beside megatron_t2c's own ``modality.py``, ``objective
 as siblings (``from .modality import ...``); inside the package the siblings are the package's modules
 themselves, registered below under this package's name, so the same file runs in both places.
 
-:mod:`megatron_t2c.hf.convert` holds the conversion (megatron <-> Hugging Face) and ``--verify``.
+The conversion (megatron <-> Hugging Face) is :mod:`.export`, :mod:`.import_hf` and :mod:`.verify`, over
+:mod:`.architecture`, :mod:`.weight_map` and :mod:`.safetensors_files`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from megatron_t2c.utils.dataclass_flags import option, parse_config
 
 CONVERT_DOC = """Convert megatron_t2c checkpoints to Hugging Face directories and back.
 
-A thin command line over :mod:`megatron_t2c.hf.convert`; see that module for the mapping.
+A thin command line over :mod:`megatron_t2c.hf.export`, :mod:`~megatron_t2c.hf.import_hf` and
+:mod:`~megatron_t2c.hf.verify`; see :mod:`megatron_t2c.hf.weight_map` for the mapping.
 """
 
 CONVERT_DESCRIPTION = CONVERT_DOC.split("\n\n")[0] + """
@@ -80,24 +81,27 @@ def convert_main(argv: list[str] | None = None) -> int:
         print("error: pass exactly one of --to-hf and --from-hf", file=sys.stderr)
         return 2
     from megatron_t2c.training.checkpointing import CheckpointError
-    from megatron_t2c.hf import convert
+    from megatron_t2c.hf.architecture import ConversionError
+    from megatron_t2c.hf.export import export_to_hf
+    from megatron_t2c.hf.import_hf import import_from_hf
+    from megatron_t2c.hf.verify import verify
 
     try:
         if config.to_hf:
-            summary = convert.export_to_hf(config.load, config.output, model_class=config.model_class,
-                                           dtype=config.dtype, tokenizer_model=config.tokenizer_model,
-                                           overwrite=config.overwrite)
+            summary = export_to_hf(config.load, config.output, model_class=config.model_class,
+                                   dtype=config.dtype, tokenizer_model=config.tokenizer_model,
+                                   overwrite=config.overwrite)
             print(json.dumps(dataclasses.asdict(summary)))
             checkpoint, hf_dir = summary.checkpoint, config.output
         else:
-            checkpoint = convert.import_from_hf(
+            checkpoint = import_from_hf(
                 config.load, config.output, tensor_model_parallel_size=config.tensor_model_parallel_size,
                 pipeline_model_parallel_size=config.pipeline_model_parallel_size,
                 tokenizer_model=config.tokenizer_model, sample_format=config.format, objective=config.objective)
             print(json.dumps({"checkpoint": checkpoint, "from": config.load}))
             hf_dir = config.load
         if config.verify:
-            result = convert.verify(checkpoint, hf_dir, tolerance=config.tolerance)
+            result = verify(checkpoint, hf_dir, tolerance=config.tolerance)
             print(f"verify: {result}")
             if config.verify_json:
                 from megatron_t2c.utils.atomic import write_json
@@ -105,7 +109,7 @@ def convert_main(argv: list[str] | None = None) -> int:
                 write_json(config.verify_json, dict(dataclasses.asdict(result), ok=bool(result.ok)))
             if not result.ok:
                 return 1
-    except (CheckpointError, convert.ConversionError, OSError) as exc:
+    except (CheckpointError, ConversionError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -1,7 +1,7 @@
 """Configuration of the text-to-code GPT as a Hugging Face model (``model_type`` ``t2c_gpt``).
 
 Shipped as remote code inside every exported directory whose model needs it (see
-:mod:`megatron_t2c.hf.convert`); it imports nothing from megatron_t2c.
+:mod:`megatron_t2c.hf.export`); it imports nothing from megatron_t2c.
 """
 
 from __future__ import annotations

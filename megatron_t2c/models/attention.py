@@ -34,48 +34,11 @@ from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.utils import divide
 
-__all__ = ["BACKENDS", "te_available", "resolve_backend", "AttentionMask", "SDPAAttention",
-           "FlexCoreAttention", "core_attention_spec", "layer_spec"]
+from megatron_t2c.models.config import resolve_backend
 
-#: Backend names accepted by :func:`layer_spec` (``auto`` = ``sdpa``):
-#:
-#: ``sdpa``
-#:     ``torch.nn.functional.scaled_dot_product_attention`` with a dense boolean mask (torch picks a kernel
-#:     that takes one; without a mask it runs causal-only).  Works everywhere; the tests' backend.
-#: ``flex``
-#:     FlexAttention with a ``BlockMask``: fully masked blocks are skipped, fully visible ones need no mask.
-#:     The block mask is built once per batch (:meth:`AttentionMask.prepare`) and shared by every layer.  No
-#:     attention dropout.  On CUDA the kernel is compiled with ``torch.compile``; on the CPU (torch 2.13) it
-#:     runs eagerly and only forward.  Not measured on a GPU in this repository's tests.
-#: ``te``
-#:     Transformer Engine's ``TEDotProductAttention`` with an arbitrary mask, when Transformer Engine is
-#:     installed (detected, never required).
-#: ``unfused``
-#:     megatron's own ``DotProductAttention`` (the reference).
-BACKENDS = ("sdpa", "flex", "te", "unfused", "auto")
+__all__ = ["AttentionMask", "SDPAAttention", "FlexCoreAttention", "core_attention_spec", "layer_spec"]
 
-
-def te_available() -> bool:
-    """Whether Transformer Engine is importable through megatron-core's extension."""
-    try:
-        from megatron.core.extensions import transformer_engine as te_ext
-    except Exception:  # noqa: BLE001 - any import failure means "not available"
-        return False
-    return bool(getattr(te_ext, "HAVE_TE", False))
-
-
-def resolve_backend(name: str) -> str:
-    """Validate ``name`` and resolve ``auto`` (``sdpa``: it runs everywhere and was the fastest dense-mask
-    kernel measured on an H200, see the design notes)."""
-    if name not in BACKENDS:
-        raise ValueError(f"unknown attention backend {name!r}; choose from {', '.join(BACKENDS)}")
-    if name == "auto":
-        return "sdpa"
-    if name == "te" and not te_available():
-        raise RuntimeError("attention backend 'te' needs Transformer Engine, which is not installed")
-    return name
-
-
+#: The backends (names, descriptions, :func:`resolve_backend`) are declared in :mod:`megatron_t2c.models.config`.
 # ---------------------------------------------------------------------------------------------------
 # The mask, prepared once per batch
 # ---------------------------------------------------------------------------------------------------

@@ -1,9 +1,6 @@
 """The text-to-code GPT: megatron-core's ``GPTModel`` with a modality-split, tied embedding (paper §2.2).
 
-* **Presets** (paper Table 5): ``pangu-100m`` (12 layers, hidden 768, 12 heads), ``pangu-350m`` (24, 1024,
-  16), ``pycodegpt-100m`` (12, 768, 12); context 1024; GELU MLP of 4x hidden; learned absolute positions
-  (or RoPE); input and output embeddings tied.  :class:`ModelConfig` holds a preset plus overrides and is
-  exposed on the command line through :func:`megatron_t2c.utils.dataclass_flags.option`.
+* **Architecture**: :class:`~megatron_t2c.models.config.ModelConfig` (the paper's presets plus overrides).
 * **Layers**: megatron's local layer spec with the core attention of :mod:`megatron_t2c.models.attention`.
 * **Embedding**: megatron's own ``VocabParallelEmbedding``, sized and laid out by a
   :class:`~megatron_t2c.models.row_layout.RowLayout`; the model's ``input_ids`` are *row* ids
@@ -13,7 +10,8 @@
   its code row, the others their shared row: a local gather with ``code_output_index``); other positions
   score it with the base rows.  This equals the paper release's "enlarged vocabulary + masked softmax"
   without the enlarged softmax.  Positions without loss never reach the LM head; padded-vocabulary logits
-  are ``-inf``; the loss is megatron's ``vocab_parallel_cross_entropy``.
+  are ``-inf``; the loss is megatron's ``vocab_parallel_cross_entropy``, or with ``chunked_head`` the output
+  layer and cross-entropy fused and chunked (:mod:`megatron_t2c.models.tied_output`).
 * **Checkpoints** (:meth:`T2CGPTModel.sharded_state_dict`) do not depend on the tensor-parallel size: the
   base rows are saved as megatron saves a GPT word embedding (``embedding.word_embeddings.weight``, the
   padded base vocabulary, vocab-sharded) and the code rows as one global ``[K, hidden]`` tensor
@@ -31,8 +29,7 @@ a loss mask and with a single output space it does not synchronise.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-from typing import Any, Optional
+from typing import Optional
 
 import torch
 from megatron.core import parallel_state, tensor_parallel
@@ -43,105 +40,17 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 from megatron.core.transformer.utils import ensure_metadata_has_dp_cp_group
 from megatron.core.utils import deprecate_inference_params, get_pg_rank, get_pg_size
 
-from megatron_t2c.models.attention import BACKENDS, AttentionMask, layer_spec, resolve_backend
-from megatron_t2c.utils.dataclass_flags import option
+from megatron_t2c.models.attention import AttentionMask, layer_spec
+from megatron_t2c.models.config import ModelConfig, resolve_backend
 from megatron_t2c.mrpt.modality import CODE
 from megatron_t2c.models.row_layout import RowLayout
-from megatron_t2c.mrpt.separation import MODES as SEPARATION_MODES
+from megatron_t2c.models.tied_output import tied_cross_entropy
 
-__all__ = ["Preset", "PRESETS", "SEPARATION_MODES", "POSITION_EMBEDDINGS", "ModelConfig", "BASE_ROWS_ONLY",
-           "make_layout", "build_model", "T2CGPTModel"]
+__all__ = ["BASE_ROWS_ONLY", "make_layout", "build_model", "T2CGPTModel"]
 
 #: ``metadata`` flag of :meth:`T2CGPTModel.sharded_state_dict`: read/write the base rows only (and
 #: initialise code rows from them on load) -- for starting MRPT from a checkpoint without separation.
 BASE_ROWS_ONLY = "t2c_base_rows_only"
-POSITION_EMBEDDINGS = ("learned_absolute", "rope")
-
-
-@dataclasses.dataclass(frozen=True)
-class Preset:
-    """An architecture from the paper's Table 5."""
-
-    num_layers: int
-    hidden_size: int
-    num_attention_heads: int
-    seq_length: int = 1024
-
-
-PRESETS: dict[str, Preset] = {
-    "pangu-100m": Preset(12, 768, 12),
-    "pangu-350m": Preset(24, 1024, 16),
-    "pycodegpt-100m": Preset(12, 768, 12),
-}
-
-
-@dataclasses.dataclass
-class ModelConfig:
-    """Model architecture: a preset from the paper plus overrides."""
-
-    preset: str = option("pangu-100m", "architecture preset (paper Table 5)", choices=tuple(PRESETS),
-                         aliases=("--model",))
-    num_layers: Optional[int] = option(None, "transformer layers (default: the preset's)")
-    hidden_size: Optional[int] = option(None, "hidden size (default: the preset's)")
-    num_attention_heads: Optional[int] = option(None, "attention heads (default: the preset's)")
-    ffn_hidden_size: Optional[int] = option(None, "MLP hidden size (default: 4 x hidden size)")
-    seq_length: Optional[int] = option(None, "context length in tokens (default: the preset's, 1024)")
-    position_embedding_type: str = option("learned_absolute", "position embedding",
-                                          choices=POSITION_EMBEDDINGS)
-    rotary_base: int = option(10000, "RoPE base period (with --position-embedding-type rope)")
-    attention_backend: str = option("sdpa", "core attention kernel (see megatron_t2c.models.attention)",
-                                    choices=BACKENDS)
-    separation: str = option("none", "which tokens get a code-space embedding row: none, partial (PES: "
-                             "Python grammar tokens), full (FES: every non-special token), auto (the tokens "
-                             "used most differently in docstrings and code; see megatron_t2c.mrpt.separation)",
-                             choices=SEPARATION_MODES)
-    separation_k: int = option(1000, "with --separation auto: how many tokens get a code row (counted on the "
-                               "training data)")
-    hidden_dropout: float = option(0.1, "dropout after attention and MLP")
-    attention_dropout: float = option(0.1, "dropout on attention probabilities (0 for flex)")
-    init_method_std: float = option(0.02, "standard deviation of the weight initialisation")
-    layernorm_epsilon: float = option(1e-5, "LayerNorm epsilon", flag="--norm-epsilon", aliases=("--layernorm-epsilon",))
-    make_vocab_size_divisible_by: int = option(128, "pad the vocabulary (and code rows) to a multiple "
-                                               "of this times the tensor-parallel size")
-
-    def __post_init__(self):
-        if self.preset not in PRESETS:
-            raise ValueError(f"unknown preset {self.preset!r}; choose from {', '.join(PRESETS)}")
-        if self.position_embedding_type not in POSITION_EMBEDDINGS:
-            raise ValueError(f"position_embedding_type must be one of {POSITION_EMBEDDINGS}")
-        if self.separation not in SEPARATION_MODES:
-            raise ValueError(f"separation must be one of {SEPARATION_MODES}")
-        if resolve_backend(self.attention_backend) == "flex" and self.attention_dropout > 0:
-            raise ValueError("the flex attention backend has no attention dropout: set attention_dropout=0")
-
-    def architecture(self) -> Preset:
-        """The preset with this config's overrides applied."""
-        preset = PRESETS[self.preset]
-        overrides = {f.name: getattr(self, f.name) for f in dataclasses.fields(Preset)
-                     if getattr(self, f.name) is not None}
-        return dataclasses.replace(preset, **overrides)
-
-    def transformer_config(self, **overrides: Any) -> TransformerConfig:
-        """megatron's ``TransformerConfig`` for this architecture on the current parallel state.
-
-        ``overrides`` are further ``TransformerConfig`` fields (precision, recompute, fusions...).
-        """
-        arch = self.architecture()
-        values: dict[str, Any] = dict(
-            num_layers=arch.num_layers, hidden_size=arch.hidden_size,
-            num_attention_heads=arch.num_attention_heads, ffn_hidden_size=self.ffn_hidden_size,
-            hidden_dropout=self.hidden_dropout, attention_dropout=self.attention_dropout,
-            init_method_std=self.init_method_std, layernorm_epsilon=self.layernorm_epsilon,
-            tensor_model_parallel_size=parallel_state.get_tensor_model_parallel_world_size(),
-            pipeline_model_parallel_size=parallel_state.get_pipeline_model_parallel_world_size(),
-            # megatron-core 0.16.1's own default ("full") warns that it is deprecated; [] means the same
-            cuda_graph_scope=[],
-        )
-        values.update(overrides)
-        if values["pipeline_model_parallel_size"] > 1 and "pipeline_dtype" not in values:
-            values["pipeline_dtype"] = torch.bfloat16 if values.get("bf16") else (
-                torch.float16 if values.get("fp16") else torch.float32)
-        return TransformerConfig(**values)
 
 
 def make_layout(config: ModelConfig, separated, vocab_size: int, tp_size: Optional[int] = None) -> RowLayout:
@@ -165,7 +74,7 @@ def build_model(config: ModelConfig, layout: RowLayout, pre_process: Optional[bo
         config.architecture().seq_length, attention_backend=config.attention_backend,
         pre_process=pre_process, post_process=post_process,
         position_embedding_type=config.position_embedding_type, rotary_base=config.rotary_base,
-        vp_stage=vp_stage)
+        vp_stage=vp_stage, chunked_head=config.chunked_head)
 
 
 def _all_code(label_modality) -> bool:
@@ -244,12 +153,15 @@ class T2CGPTModel(GPTModel):
         layout: the row layout; ``layout.tp_size`` must be the tensor-parallel size.
         attention_backend: the backend of ``transformer_layer_spec``'s core attention (the model converts
             the batch's mask for it once per forward pass).
+        chunked_head: compute the losses with :func:`~megatron_t2c.models.tied_output.tied_cross_entropy`
+            (the output layer and cross-entropy fused, a chunk of rows at a time; tensor-parallel size 1).
     """
 
     def __init__(self, config: TransformerConfig, transformer_layer_spec: ModuleSpec, layout: RowLayout,
                  max_sequence_length: int, *, attention_backend: str = "sdpa", pre_process: bool = True,
                  post_process: bool = True, position_embedding_type: str = "learned_absolute",
-                 rotary_base: int = 10000, vp_stage: Optional[int] = None, pg_collection=None):
+                 rotary_base: int = 10000, vp_stage: Optional[int] = None, pg_collection=None,
+                 chunked_head: bool = False):
         if config.mtp_num_layers:
             raise NotImplementedError("multi-token prediction is not supported")
         super().__init__(config, transformer_layer_spec, vocab_size=layout.table_size,
@@ -260,7 +172,10 @@ class T2CGPTModel(GPTModel):
                          vp_stage=vp_stage, pg_collection=pg_collection)
         if layout.tp_size != get_pg_size(self.tp_group):
             raise ValueError(f"layout is for TP={layout.tp_size}, the model runs at TP={get_pg_size(self.tp_group)}")
+        if chunked_head and layout.tp_size != 1:
+            raise ValueError("the chunked head (chunked_head) needs tensor-parallel size 1")
         self.layout = layout
+        self.chunked_head = chunked_head
         self.attention_backend = resolve_backend(attention_backend)
         self.tp_rank = get_pg_rank(self.tp_group)
         if self.post_process:
@@ -423,15 +338,24 @@ class T2CGPTModel(GPTModel):
             no_loss = loss_mask.transpose(0, 1).reshape(-1) == 0
             group = torch.where(no_loss, 2, uniform if group is None else group)
         if group is None:  # one output space, every position: no selection, no host sync
-            logits = self._head(self._to_tp_region(hidden), s * b if uniform == 0 else 0)
-            loss = tensor_parallel.vocab_parallel_cross_entropy(logits, targets)
+            loss = self._head_loss(hidden, targets, s * b if uniform == 0 else 0)
             return loss.view(s, b).transpose(0, 1).contiguous()
         n_code, n_base = torch.bincount(group, minlength=3)[:2].tolist()  # the one host sync
         selected = torch.argsort(group, stable=True)[: n_code + n_base]
-        logits = self._head(self._to_tp_region(hidden.index_select(0, selected)), n_code)
-        loss = tensor_parallel.vocab_parallel_cross_entropy(logits, targets.index_select(0, selected))
+        loss = self._head_loss(hidden.index_select(0, selected), targets.index_select(0, selected), n_code)
         losses = loss.new_zeros(s * b).index_copy(0, selected, loss)
         return losses.view(s, b).transpose(0, 1).contiguous()
+
+    def _head_loss(self, x: torch.Tensor, targets: torch.Tensor, n_code: int) -> torch.Tensor:
+        """fp32 losses ``[rows]`` of the rows of ``x`` (the first ``n_code`` scored in the code space):
+        :meth:`_head` then megatron's ``vocab_parallel_cross_entropy``, or, with ``chunked_head``, both
+        fused and chunked (:func:`~megatron_t2c.models.tied_output.tied_cross_entropy`)."""
+        if self.chunked_head:
+            vocab = self.layout.shard_size if self.first_padding_column is None else self.first_padding_column
+            return tied_cross_entropy(x, self.shared_embedding_or_output_weight(), self.code_output_index,
+                                      n_code if self.layout.has_code_rows else 0, vocab, targets)
+        logits = self._head(self._to_tp_region(x), n_code)
+        return tensor_parallel.vocab_parallel_cross_entropy(logits, targets)
 
     # ------------------------------------------------------------------------------------------------
     # Checkpoints

@@ -1,6 +1,7 @@
 """The tied output layer and its cross-entropy fused and chunked: the logits are never held whole.
 
-A proposed speed-up of :meth:`megatron_t2c.models.gpt.T2CGPTModel._loss` (issue 8) for tensor-parallel size 1.
+A speed-up of :meth:`megatron_t2c.models.gpt.T2CGPTModel._loss` (issue 8) for tensor-parallel size 1, chosen by
+``ModelConfig(chunked_head=True)`` (``--chunked-head``).
 The plain path is ``_TiedOutput`` (logits ``[n, Vp]`` in the compute dtype) then megatron's
 ``vocab_parallel_cross_entropy``, which casts them to fp32 and keeps the fp32 softmax for the backward pass:
 for a 16 x 1024 micro-batch and a 32k vocabulary that is 1 GiB of bf16 logits plus 2 GiB of fp32 copies, and

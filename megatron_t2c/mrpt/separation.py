@@ -134,9 +134,9 @@ def count_modality_usage(token_arrays: Iterable[np.ndarray], fmt: str, vocab_siz
 def count_dataset_usage(prefix: str, fmt: str, vocab_size: int, chunk_documents: int = 4096
                         ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`count_modality_usage` over every document of a megatron-core indexed dataset ``PREFIX.{bin,idx}``."""
-    from megatron_t2c.data.preprocess import _import_indexed_dataset
+    from megatron_t2c.data.preprocess.outputs import import_indexed_dataset
 
-    dataset = _import_indexed_dataset().IndexedDataset(str(prefix))
+    dataset = import_indexed_dataset().IndexedDataset(str(prefix))
 
     def documents() -> Iterable[np.ndarray]:
         for start in range(0, len(dataset), chunk_documents):

@@ -6,7 +6,7 @@ import sys
 from dataclasses import dataclass
 
 from megatron_t2c.mrpt.formats import FORMATS
-from megatron_t2c.tokenizer.sentencepiece import TrainerOptions, format_summary, train_tokenizer
+from megatron_t2c.tokenizer.train import TrainerOptions, format_summary, train_tokenizer
 from megatron_t2c.utils.atomic import write_json
 from megatron_t2c.utils.dataclass_flags import option, parse_configs
 from megatron_t2c.utils.records import LineReport
@@ -14,7 +14,7 @@ from megatron_t2c.utils.records import LineReport
 
 TOKENIZER_DOC = """Train the SentencePiece tokenizer (fixed special ids, exact round trip) on JSONL extraction records.
 
-A thin command line over :func:`megatron_t2c.tokenizer.sentencepiece.train_tokenizer`.
+A thin command line over :func:`megatron_t2c.tokenizer.train.train_tokenizer`.
 """
 
 TOKENIZER_DESCRIPTION = TOKENIZER_DOC.split("\n\n")[0] + """

@@ -1,4 +1,4 @@
-"""SentencePiece training and the tokenizer object that megatron-core consumes.
+"""The runtime SentencePiece tokenizer: fixed special ids, exact round trips, fast batched encoding.
 
 Ids (fixed for every model trained here, whatever its vocabulary size; see
 :mod:`megatron_t2c.mrpt.special_tokens`)::
@@ -9,20 +9,12 @@ Ids (fixed for every model trained here, whatever its vocabulary size; see
     15-270 byte-fallback pieces <0x00> ... <0xFF>
     271-  learned pieces
 
-Training (:func:`train_tokenizer`) streams the formatted samples of a JSONL file of extraction records into
-SentencePiece with identity normalisation, no whitespace clean-up, no dummy prefix and byte fallback, so
-that ``detokenize(tokenize(text)) == text`` exactly for every sample (whitespace inside string literals
-included); the markers and ``\\n \\t \\r`` are user-defined pieces, always atomic.  Training is
-single-threaded with a fixed random seed: the same input and seed give the same ``.model`` bytes.
-
-:class:`T2CTokenizer` loads a model.  Besides plain :meth:`~T2CTokenizer.tokenize` (marker text becomes
-marker ids: the way to encode a prompt such as ``"[descr] Add two numbers. [python]"``) it encodes format
-samples segment by segment (:meth:`~T2CTokenizer.encode_sample`): there, marker text inside docstrings and
-code is tokenised as ordinary text and never becomes a format-marker id.  It subclasses megatron-core
-0.16.1's ``MegatronTokenizerBase`` (the type of ``GPTDatasetConfig.tokenizer``) and provides what
-``GPTDataset``/``MegatronDataset`` read: ``vocab_size``, ``eod``, ``pad``, ``unique_identifiers``.
-``T2CTokenizer`` is created on first access (importing megatron-core costs seconds, which training a
-tokenizer should not pay); :class:`T2CTokenizerCore` is the same tokenizer without that base class.
+:class:`T2CTokenizerCore` loads a model (trained by :mod:`megatron_t2c.tokenizer.train`).  Besides plain
+:meth:`~T2CTokenizerCore.tokenize` (marker text becomes marker ids: the way to encode a prompt such as
+``"[descr] Add two numbers. [python]"``) it encodes format samples segment by segment
+(:meth:`~T2CTokenizerCore.encode_sample`): there, marker text inside docstrings and code is tokenised as
+ordinary text and never becomes a format-marker id.  :func:`load_tokenizer` returns it as the object
+megatron-core consumes (:class:`megatron_t2c.tokenizer.megatron.MegatronTokenizerAdapter`).
 
 Batched encoding (:meth:`~T2CTokenizerCore.encode_batch`, used by preprocessing) of a BPE model caches the
 ids of every distinct space-separated word: BPE never merges across a space here (``split_by_whitespace``,
@@ -36,234 +28,29 @@ ordinary encoding would decode it as a space; the tokenizer writes it as its thr
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
-import time
-import warnings
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import sentencepiece as spm
 
 from megatron_t2c.mrpt import special_tokens as st
-from megatron_t2c.utils.atomic import atomic_open
-from megatron_t2c.utils.dataclass_flags import option
-from megatron_t2c.mrpt.formats import FORMATS, Segment, format_code, has_docstring, record_code, sample_text
-from megatron_t2c.utils.records import BadLine, LineReport, iter_line_blocks, parse_record, split_lines
+from megatron_t2c.mrpt.formats import Segment, sample_text
 
-__all__ = ["MODEL_TYPES", "TrainerOptions", "TrainSummary", "T2CTokenizer", "T2CTokenizerCore", "check_special_ids",
-           "load_tokenizer", "train_tokenizer", "trainer_kwargs", "split_long", "vocab_text", "format_summary"]
+__all__ = ["T2CTokenizerCore", "check_special_ids", "load_tokenizer"]
 
-MODEL_TYPES = ("bpe", "unigram")
 #: SentencePiece's escaped space; a literal one in text is written as byte pieces.
 _SPACE_MARK = "\u2581"
 _SPACE_MARK_BYTES = tuple(f"<0x{b:02X}>" for b in _SPACE_MARK.encode("utf-8"))
 #: Format-marker text (``[eoc]`` ...) inside docstrings or code, which must stay text.
 _MARKER_TEXT = re.compile("|".join(re.escape(m) for m in st.FORMAT_MARKERS))
-_NEEDS_ESCAPE = re.compile(r"[\s\\]")
 _BPE = 2  # sentencepiece_model.proto's TrainerSpec.ModelType
 #: Piece types the special pieces must have (sentencepiece_model.proto's ModelProto.SentencePiece.Type).
 _UNKNOWN, _CONTROL, _USER_DEFINED = 2, 3, 4
-
-
-# ----------------------------------------------------------------------------------------- training
-
-@dataclass(kw_only=True)
-class TrainerOptions:
-    """SentencePiece trainer settings; the ones fixed for exact round trips are in trainer_kwargs()."""
-
-    vocab_size: int = option(32000, "vocabulary size, special and byte-fallback pieces included")
-    model_type: str = option("bpe", "SentencePiece model type", choices=MODEL_TYPES)
-    seed: int = option(1234, "random seed of SentencePiece (sentence sampling, unigram seeding)")
-    split_digits: bool = option(True, "make every digit its own piece: numbers do not fill the vocabulary "
-                                      "and tokenise regularly")
-    character_coverage: float = option(0.9995, "share of characters that get pieces; the rare rest is "
-                                               "written as UTF-8 bytes (byte fallback)")
-    max_sentence_length: int = option(8192, "longest training sentence in bytes; longer samples are cut at "
-                                             "spaces into several sentences (no piece crosses a space)")
-    input_sentence_size: int = option(2_000_000, "train on at most this many sentences, sampled with the "
-                                                 "seed when there are more (0: all)")
-    hard_vocab_limit: bool = option(True, "fail when the corpus cannot fill --vocab-size; with "
-                                          "--no-hard-vocab-limit the vocabulary is smaller instead")
-    num_threads: int = option(1, "trainer threads; 1 keeps training deterministic")
-
-
-def trainer_kwargs(options: TrainerOptions) -> dict:
-    """All keyword arguments for ``SentencePieceTrainer.train`` but the input and the writer."""
-    if options.model_type not in MODEL_TYPES:
-        raise ValueError(f"unknown model type {options.model_type!r}; choose from {', '.join(MODEL_TYPES)}")
-    return dict(
-        model_type=options.model_type,
-        vocab_size=options.vocab_size,
-        character_coverage=options.character_coverage,
-        split_digits=options.split_digits,
-        max_sentence_length=options.max_sentence_length,
-        input_sentence_size=options.input_sentence_size,
-        shuffle_input_sentence=True,
-        hard_vocab_limit=options.hard_vocab_limit,
-        num_threads=options.num_threads,
-        # exact round trip: no normalisation, no whitespace clean-up, no leading space, bytes for the rest
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        add_dummy_prefix=False,
-        byte_fallback=True,
-        # fixed ids: control pieces 0-3, then the user-defined pieces in special_tokens order
-        pad_id=st.PAD_ID, unk_id=st.UNK_ID, bos_id=st.BOS_ID, eos_id=st.EOS_ID,
-        pad_piece=st.PAD, unk_piece=st.UNK, bos_piece=st.BOS, eos_piece=st.EOS,
-        user_defined_symbols=list(st.USER_DEFINED),
-        minloglevel=2,
-    )
-
-
-def split_long(text: str, max_bytes: int) -> list[str]:
-    """Cut ``text`` into pieces of at most ``max_bytes`` UTF-8 bytes, before spaces where possible.
-
-    ``"".join(pieces) == text``.  SentencePiece never learns pieces across a space
-    (``split_by_whitespace``) and each space stays with the word after it, so cutting there loses nothing;
-    a word longer than ``max_bytes`` is cut at character boundaries.
-    """
-    if len(text) * 4 <= max_bytes or len(text.encode("utf-8")) <= max_bytes:
-        return [text]
-    out: list[str] = []
-    current: list[str] = []
-    size = 0
-    for i, word in enumerate(text.split(" ")):
-        piece = " " + word if i else word
-        n = len(piece.encode("utf-8"))
-        if current and size + n > max_bytes:
-            out.append("".join(current))
-            current, size = [], 0
-        while n > max_bytes:
-            head = piece.encode("utf-8")[:max_bytes].decode("utf-8", "ignore") or piece[0]
-            out.append(head)
-            piece = piece[len(head):]
-            n = len(piece.encode("utf-8"))
-        current.append(piece)
-        size += n
-    if current:
-        out.append("".join(current))
-    return [piece for piece in out if piece]
-
-
-@dataclass
-class CorpusStats:
-    """What the trainer was fed: records read, sentences and characters passed to SentencePiece."""
-
-    lines: int = 0
-    records: int = 0
-    text_code: int = 0
-    sentences: int = 0
-    characters: int = 0
-    report: LineReport = field(default_factory=LineReport)
-
-
-def training_sentences(path: str | os.PathLike, fmt: str, max_sentence_length: int,
-                       stats: CorpusStats) -> Iterator[str]:
-    """The formatted samples of every valid record of a JSONL file, cut to ``max_sentence_length``.
-
-    Bad lines are counted in ``stats.report`` with their line numbers (the reader preprocessing uses).
-    """
-    with open(path, "rb") as stream:
-        for first, block in iter_line_blocks(stream):
-            for offset, line in enumerate(split_lines(block)):
-                stats.lines += 1
-                try:
-                    record = parse_record(line)
-                    code = record_code(record)
-                    if not code:
-                        raise BadLine("empty_code", "no code left after normalisation")
-                    text = sample_text(format_code(code, record["docstring"], fmt))
-                except BadLine as exc:
-                    stats.report.bad(first + offset, exc.reason, exc.detail)
-                    continue
-                except ValueError as exc:  # normalise() rejects the code
-                    stats.report.bad(first + offset, "normalise_error", str(exc))
-                    continue
-                stats.records += 1
-                stats.text_code += has_docstring(record)
-                for piece in split_long(text, max_sentence_length):
-                    stats.sentences += 1
-                    stats.characters += len(piece)
-                    yield piece
-
-
-@dataclass
-class TrainSummary:
-    """Outcome of :func:`train_tokenizer`, JSON-serialisable through :meth:`as_dict`."""
-
-    model: str
-    vocab: str
-    vocab_size: int
-    model_type: str
-    format: str
-    seed: int
-    lines: int
-    records: int
-    text_code: int
-    sentences: int
-    characters: int
-    skipped: dict
-    seconds: float
-    sha256: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def train_tokenizer(input_path: str | os.PathLike, output_prefix: str | os.PathLike, *,
-                    vocab_size: int = 32000, model_type: str = "bpe", fmt: str = "pangu", seed: int = 1234,
-                    options: TrainerOptions | None = None, report: LineReport | None = None) -> TrainSummary:
-    """Train a SentencePiece model on a JSONL file of records; write ``P.model`` and ``P.vocab``.
-
-    ``options`` overrides every trainer setting (its ``vocab_size``, ``model_type`` and ``seed`` win over
-    the keyword arguments).  The special pieces are checked against :data:`special_tokens.IDS` before
-    anything is written; both files are written atomically.  Raises ``ValueError`` when the corpus is empty
-    or cannot fill the vocabulary (with the largest size that would work).
-    """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    if not os.path.isfile(input_path):
-        raise FileNotFoundError(f"{input_path}: no such file")
-    if options is None:
-        options = TrainerOptions(vocab_size=vocab_size, model_type=model_type, seed=seed)
-    stats = CorpusStats(report=report if report is not None else LineReport(label=str(input_path)))
-    sentences = training_sentences(input_path, fmt, options.max_sentence_length, stats)
-    writer = io.BytesIO()
-    start = time.perf_counter()
-    spm.set_random_generator_seed(options.seed)
-    try:
-        spm.SentencePieceTrainer.train(sentence_iterator=sentences, model_writer=writer,
-                                       **trainer_kwargs(options))
-    except RuntimeError as exc:
-        message = str(exc)
-        if stats.records == 0:
-            raise ValueError(f"{input_path}: no valid records to train on") from None
-        match = re.search(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)", message)
-        if match:
-            raise ValueError(f"vocabulary size {match[1]} is larger than this corpus supports ({match[2]} at "
-                             f"most); lower --vocab-size or pass --no-hard-vocab-limit") from None
-        raise
-    finally:
-        stats.report.close()
-    seconds = time.perf_counter() - start
-    model = writer.getvalue()
-    processor = spm.SentencePieceProcessor(model_proto=model)
-    check_special_ids(processor)
-    prefix = str(output_prefix)
-    with atomic_open(prefix + ".model", "wb") as fh:
-        fh.write(model)
-    with atomic_open(prefix + ".vocab", "wb") as fh:
-        fh.write(vocab_text(processor).encode("utf-8"))
-    return TrainSummary(
-        model=prefix + ".model", vocab=prefix + ".vocab", vocab_size=processor.get_piece_size(),
-        model_type=options.model_type, format=fmt, seed=options.seed, lines=stats.lines, records=stats.records,
-        text_code=stats.text_code, sentences=stats.sentences, characters=stats.characters,
-        skipped=dict(stats.report.counts), seconds=round(seconds, 3), sha256=hashlib.sha256(model).hexdigest())
 
 
 def check_special_ids(processor: spm.SentencePieceProcessor, proto=None) -> None:
@@ -287,22 +74,6 @@ def _model_proto(processor: spm.SentencePieceProcessor):
     proto.ParseFromString(processor.serialized_model_proto())
     return proto
 
-
-def vocab_text(processor: spm.SentencePieceProcessor) -> str:
-    """The ``.vocab`` file: one line per id, ``piece<TAB>score``.
-
-    Pieces holding whitespace or a backslash (``\\n``, ``\\t``, ``\\r``) are written with Python escapes so
-    that every piece stays on its line.
-    """
-    lines = []
-    for i in range(processor.get_piece_size()):
-        piece = processor.id_to_piece(i)
-        escaped = piece.encode("unicode_escape").decode("ascii") if _NEEDS_ESCAPE.search(piece) else piece
-        lines.append(f"{escaped}\t{processor.get_score(i):g}")
-    return "\n".join(lines) + "\n"
-
-
-# ---------------------------------------------------------------------------------------- tokenizer
 
 class _WordTable:
     """Token ids of words, all in one array: row ``r`` is ``flat[start[r]:start[r] + length[r]]``.
@@ -364,7 +135,8 @@ def _ensure(array: np.ndarray, size: int) -> np.ndarray:
 
 
 class T2CTokenizerCore:
-    """A trained model with the fixed special ids: everything of :class:`T2CTokenizer` but its base class.
+    """A trained model with the fixed special ids; megatron-core's datasets take it through
+    :class:`~megatron_t2c.tokenizer.megatron.MegatronTokenizerAdapter` (this class on megatron's base class).
 
     ``num_threads`` is how many threads batched encoding uses (1: one core per process, which is what
     preprocessing workers want; -1: all cores).
@@ -632,46 +404,10 @@ class T2CTokenizerCore:
         return ids
 
 
-def _megatron_tokenizer_class() -> type:
-    """``T2CTokenizer``: the core on megatron-core's ``MegatronTokenizerBase`` (the core alone without it)."""
-    try:
-        with warnings.catch_warnings():  # "Transformer Engine and Apex are not installed": irrelevant here
-            warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex", category=UserWarning)
-            from megatron.core.tokenizers import MegatronTokenizerBase
-    except ImportError:  # pragma: no cover - only where megatron-core is not installed
-        return T2CTokenizerCore
+def load_tokenizer(model_path: str | os.PathLike, num_threads: int = 1) -> T2CTokenizerCore:
+    """Load a model trained by :func:`~megatron_t2c.tokenizer.train.train_tokenizer` (checks the special ids)
+    as :class:`~megatron_t2c.tokenizer.megatron.MegatronTokenizerAdapter`, the tokenizer megatron-core's
+    datasets take (the plain :class:`T2CTokenizerCore` where megatron-core is not installed)."""
+    from megatron_t2c.tokenizer.megatron import MegatronTokenizerAdapter  # imports megatron-core (seconds)
 
-    class T2CTokenizer(T2CTokenizerCore, MegatronTokenizerBase):
-        __doc__ = ("The text-to-code tokenizer as megatron-core's ``MegatronTokenizerBase`` (the declared "
-                   "type of ``GPTDatasetConfig.tokenizer``); see :class:`T2CTokenizerCore`.")
-        __init__ = T2CTokenizerCore.__init__  # the base's __init__(path, config) only stores attributes
-
-    T2CTokenizer.__module__, T2CTokenizer.__qualname__ = __name__, "T2CTokenizer"  # picklable by name
-    return T2CTokenizer
-
-
-def __getattr__(name: str):
-    # ``T2CTokenizer`` is built on first use: importing megatron-core takes seconds (it imports torch and
-    # its model code), which the tokenizer trainer and ``--help`` should not pay.
-    if name == "T2CTokenizer":
-        cls = globals().get(name)  # built once: every instance must have the class pickle finds by name
-        if cls is None:
-            cls = _megatron_tokenizer_class()
-            globals()[name] = cls
-        return cls
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def load_tokenizer(model_path: str | os.PathLike, num_threads: int = 1) -> "T2CTokenizerCore":
-    """Load a model trained by :func:`train_tokenizer` as a :class:`T2CTokenizer` (checks the special ids)."""
-    return __getattr__("T2CTokenizer")(model_path, num_threads=num_threads)
-
-
-def format_summary(summary: Mapping) -> str:
-    """A few human-readable lines about a training run."""
-    skipped = ", ".join(f"{k}={v}" for k, v in sorted(summary["skipped"].items())) or "none"
-    return (f"wrote {summary['model']} and {summary['vocab']}: {summary['model_type']} vocabulary of "
-            f"{summary['vocab_size']} pieces, format {summary['format']}, seed {summary['seed']}\n"
-            f"trained on {summary['records']} records ({summary['text_code']} with docstrings) of "
-            f"{summary['lines']} lines, {summary['sentences']} sentences, {summary['characters']} characters "
-            f"in {summary['seconds']:.2f} s; bad lines: {skipped}")
+    return MegatronTokenizerAdapter(model_path, num_threads=num_threads)

@@ -145,16 +145,11 @@ def file_sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-# Architecture fields that must agree between a checkpoint and the model that loads it.
-_ARCH_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "position_embedding_type",
-                "make_vocab_size_divisible_by")
-
-
 def check_compatible(info: dict, *, model: dict, vocab_size: int, tokenizer_sha256: Optional[str],
                      separated: Optional[Sequence[int]], where: str) -> None:
     """Raise :class:`CheckpointError` when the checkpoint ``info`` cannot be loaded into this run.
 
-    ``model`` is the run's resolved architecture (:func:`architecture_dict`); ``separated`` the run's
+    ``model`` is the run's resolved architecture (``ModelConfig.architecture_dict()``); ``separated`` the run's
     separated ids, or None to skip that check (loading base rows only)."""
     problems = []
     if tokenizer_sha256 is not None and info["tokenizer"]["sha256"] != tokenizer_sha256:
@@ -162,7 +157,9 @@ def check_compatible(info: dict, *, model: dict, vocab_size: int, tokenizer_sha2
                         f"{info['tokenizer']['sha256'][:12]}... in the checkpoint, {tokenizer_sha256[:12]}... here)")
     if info["vocab_size"] != vocab_size:
         problems.append(f"vocabulary size {info['vocab_size']} in the checkpoint, {vocab_size} here")
-    for name in _ARCH_FIELDS + ("seq_length",):
+    from megatron_t2c.models.config import ARCHITECTURE_FIELDS
+
+    for name in ARCHITECTURE_FIELDS:
         theirs, ours = info["architecture"].get(name), model.get(name)
         if name == "seq_length" and model.get("position_embedding_type") == "rope":
             continue  # RoPE has no learned position table: any context length loads
@@ -173,16 +170,6 @@ def check_compatible(info: dict, *, model: dict, vocab_size: int, tokenizer_sha2
                         f"({info['separation']}), this run {len(separated)}")
     if problems:
         raise CheckpointError(f"cannot load {where}: " + "; ".join(problems))
-
-
-def architecture_dict(model_config) -> dict:
-    """The resolved architecture of a :class:`~megatron_t2c.models.gpt.ModelConfig` (what checkpoints compare)."""
-    arch = dataclasses.asdict(model_config.architecture())
-    hidden = arch["hidden_size"]
-    arch.update(ffn_hidden_size=model_config.ffn_hidden_size or 4 * hidden,
-                position_embedding_type=model_config.position_embedding_type,
-                make_vocab_size_divisible_by=model_config.make_vocab_size_divisible_by)
-    return arch
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -351,7 +338,7 @@ def make_run_info(*, model_config, vocab_size: int, separation: str, separated: 
     return {
         "version": RUN_INFO_VERSION,
         "model_config": dataclasses.asdict(model_config),
-        "architecture": architecture_dict(model_config),
+        "architecture": model_config.architecture_dict(),
         "vocab_size": vocab_size,
         "separation": separation,
         "separated_ids": [int(i) for i in separated],
@@ -492,7 +479,8 @@ def model_from_checkpoint(path: str, *, transformer_overrides: Optional[dict] = 
 
     Returns ``(model, info)`` with ``model`` in eval mode and ``info`` the checkpoint's run info.
     """
-    from megatron_t2c.models.gpt import ModelConfig, build_model, make_layout
+    from megatron_t2c.models.config import ModelConfig
+    from megatron_t2c.models.gpt import build_model, make_layout
 
     info = read_run_info(path)
     fields = {f.name for f in dataclasses.fields(ModelConfig)}

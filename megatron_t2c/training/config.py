@@ -190,7 +190,7 @@ class RunConfig:
 
 
 def config_classes() -> tuple[type, ...]:
-    from megatron_t2c.models.gpt import ModelConfig
+    from megatron_t2c.models.config import ModelConfig
 
     return (ModelConfig, DataConfig, TrainingConfig, ParallelConfig, CheckpointConfig, LoggingConfig)
 

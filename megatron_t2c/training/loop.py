@@ -360,7 +360,7 @@ def setup(run: RunConfig, console: IO[str] = sys.stdout) -> Trainer:
                     run.model.separation)
 
     separated = _separated_ids(run, tokenizer, prefixes)
-    arch = checkpointing.architecture_dict(run.model)
+    arch = run.model.architecture_dict()
     tokenizer_sha = checkpointing.file_sha256(run.data.tokenizer_model)
     if resume_from:
         info = checkpointing.read_run_info(resume_from)

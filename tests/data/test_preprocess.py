@@ -15,7 +15,9 @@ import pytest
 
 from megatron_t2c.mrpt import formats as F
 from megatron_t2c.data import preprocess as P
-from megatron_t2c.tokenizer.sentencepiece import T2CTokenizer
+from megatron_t2c.data.preprocess import run as preprocess_run
+from megatron_t2c.data.preprocess.accounting import StrictError
+from megatron_t2c.tokenizer.sentencepiece import T2CTokenizerCore
 from helpers.t2c_data import corpus_jsonl, stdlib_records, tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +44,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def tok(model):
-    return T2CTokenizer(model)
+    return T2CTokenizerCore(model)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +129,7 @@ def test_bad_lines_are_counted_with_line_numbers(tmp_path, model, tok, bad_corpu
 def test_strict_stops_at_the_first_bad_line(tmp_path, model, bad_corpus):
     path, _ = bad_corpus
     (tmp_path / "out.bin").write_bytes(b"old bin")
-    with pytest.raises(P.StrictError, match=r"^line 4: invalid_json: .*--strict"):
+    with pytest.raises(StrictError, match=r"^line 4: invalid_json: .*--strict"):
         P.preprocess(_config(path, model, tmp_path / "out", strict=True, workers=2, chunk_bytes=4096), log=None)
     assert sorted(os.listdir(tmp_path)) == ["out.bin"] and (tmp_path / "out.bin").read_bytes() == b"old bin"
 
@@ -163,7 +165,7 @@ def test_failure_mid_write_leaves_previous_outputs(tmp_path, model, monkeypatch,
     for name in ("out.bin", "out.idx", "out.lines"):
         (tmp_path / name).write_bytes(b"previous " + name.encode())
     before = _snapshot(tmp_path)
-    real = P.add_documents
+    real = preprocess_run.add_documents  # the single-process run's writer
     calls = []
 
     def failing(builder, tokens, lengths):
@@ -172,7 +174,7 @@ def test_failure_mid_write_leaves_previous_outputs(tmp_path, model, monkeypatch,
             raise OSError("disk full (simulated)")
         real(builder, tokens, lengths)
 
-    monkeypatch.setattr(P, "add_documents", failing)
+    monkeypatch.setattr(preprocess_run, "add_documents", failing)
     with pytest.raises(OSError, match="simulated"):
         P.preprocess(_config(corpus_jsonl(), model, tmp_path / "out", include="all", workers=workers,
                              chunk_bytes=8192, index_map=str(tmp_path / "out.lines")), log=None)

@@ -92,7 +92,7 @@ def corpus_jsonl() -> Path:
 @functools.lru_cache(maxsize=None)
 def tiny_tokenizer(model_type: str = "bpe", vocab_size: int = 1500, fmt: str = "pangu") -> Path:
     """A small SentencePiece model trained on the fixture corpus (about a second)."""
-    from megatron_t2c.tokenizer.sentencepiece import train_tokenizer
+    from megatron_t2c.tokenizer.train import train_tokenizer
 
     prefix = session_dir() / f"tok-{model_type}-{vocab_size}-{fmt}"
     train_tokenizer(corpus_jsonl(), prefix, vocab_size=vocab_size, model_type=model_type, fmt=fmt)

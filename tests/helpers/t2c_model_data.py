@@ -17,7 +17,8 @@ import torch
 from megatron.core import parallel_state
 
 from megatron_t2c.mrpt import special_tokens as st
-from megatron_t2c.models.gpt import ModelConfig, T2CGPTModel, build_model, make_layout
+from megatron_t2c.models.config import ModelConfig
+from megatron_t2c.models.gpt import T2CGPTModel, build_model, make_layout
 from megatron_t2c.models.row_layout import RowLayout
 from megatron_t2c.mrpt.objectives import build_batch
 from megatron_t2c.mrpt.separation import separated_token_ids

@@ -26,9 +26,12 @@ from helpers.t2c_data import tiny_tokenizer  # noqa: E402
 from helpers.torchrun import run_with_torchrun  # noqa: E402
 
 from megatron_t2c.mrpt import special_tokens as st  # noqa: E402
-from megatron_t2c.hf.convert import (ConversionError, HFArchitecture, deinterleave_qkv, export_to_hf,
-                                     import_from_hf, interleave_qkv, megatron_logits, sample_rows, verify,
-                                     write_safetensors, write_tokenizer)  # noqa: E402
+from megatron_t2c.hf.architecture import ConversionError, HFArchitecture  # noqa: E402
+from megatron_t2c.hf.export import export_to_hf, write_tokenizer  # noqa: E402
+from megatron_t2c.hf.import_hf import import_from_hf  # noqa: E402
+from megatron_t2c.hf.safetensors_files import write_safetensors  # noqa: E402
+from megatron_t2c.hf.verify import megatron_logits, sample_rows, verify  # noqa: E402
+from megatron_t2c.hf.weight_map import deinterleave_qkv, interleave_qkv  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -50,7 +53,7 @@ TOL = dict(atol=1e-4, rtol=0)
 # ---------------------------------------------------------------------------------------------------
 
 def _model_config(kind: str):
-    from megatron_t2c.models.gpt import ModelConfig
+    from megatron_t2c.models.config import ModelConfig
 
     separation, positions, _ = KINDS[kind]
     return ModelConfig(num_layers=2, hidden_size=32, num_attention_heads=4, seq_length=SEQ, hidden_dropout=0.0,
@@ -279,7 +282,7 @@ def test_bfloat16_export(artefacts, tmp_path):
 
 def _reference_greedy(model, prompt: list[int], arch, steps: int) -> list[int]:
     """Greedy decoding by full forward passes (no cache), suppressing what the engine never generates."""
-    from megatron_t2c.hf.convert import SUPPRESSED_IDS
+    from megatron_t2c.hf.export import SUPPRESSED_IDS
 
     tokens = list(prompt)
     for _ in range(steps):
@@ -434,15 +437,15 @@ def test_clear_errors(artefacts, exported, tmp_path, tokenizer):
 
 
 def test_a_checkpoint_with_unknown_tensors_is_refused(artefacts, tmp_path, monkeypatch):
-    from megatron_t2c.hf import convert
+    from megatron_t2c.hf import export
 
-    real = convert.MegatronTensors.__init__
+    real = export.MegatronTensors.__init__
 
     def with_extra(self, path):
         real(self, path)
         self.shapes["decoder.layers.mlp.router.weight"] = ((2, 4, 32), torch.float32)  # an MoE, say
 
-    monkeypatch.setattr(convert.MegatronTensors, "__init__", with_extra)
+    monkeypatch.setattr(export.MegatronTensors, "__init__", with_extra)
     with pytest.raises(ConversionError, match="unknown architecture.*router"):
         export_to_hf(str(artefacts / "tp2-none"), str(tmp_path / "out"))
 

@@ -25,7 +25,8 @@ from megatron_t2c.runtime import distributed as parallel
 from megatron_t2c.models.attention import layer_spec
 from megatron_t2c.utils.dataclass_flags import parse_config
 from megatron_t2c.mrpt.modality import CODE, DOCSTRING
-from megatron_t2c.models.gpt import BASE_ROWS_ONLY, PRESETS, ModelConfig, build_model, make_layout
+from megatron_t2c.models.config import PRESETS, ModelConfig
+from megatron_t2c.models.gpt import BASE_ROWS_ONLY, build_model, make_layout
 from megatron_t2c.models.row_layout import RowLayout
 from helpers.t2c_model_data import (MICRO_BATCH, MODES, SEED, SEQ, TABLE, TABLE_BASE, TABLE_CODE, VOCAB, assert_matches,
                             canonical, load_canonical, make_batch, mean_loss, model_config, model_inputs,

@@ -68,3 +68,25 @@ def test_chunked_equals_plain_bf16(dist):
 def test_chunk_must_be_positive():
     with pytest.raises(ValueError):
         tied_cross_entropy(torch.zeros(1, 2), torch.zeros(3, 2), torch.arange(3), 0, 3, torch.zeros(1), chunk=0)
+
+
+@pytest.mark.parametrize("mode", ["none", "partial"])
+@pytest.mark.parametrize("objective", ["code", "text-code"])
+def test_the_model_setting_chooses_the_chunked_head(dist, mode, objective):
+    """``ModelConfig(chunked_head=True)``: the model's losses and every gradient equal the plain head's."""
+    from helpers.t2c_model_data import make_batch, mean_loss, model_config, tiny_model
+
+    plain = tiny_model(mode)
+    chunked = tiny_model(mode, config=model_config(chunked_head=True))
+    assert chunked.chunked_head and not plain.chunked_head
+    chunked.load_state_dict(plain.state_dict())
+    batch = make_batch(0, objective)
+    results = []
+    for model in (plain, chunked):
+        loss = mean_loss(model, batch)
+        loss.backward()
+        results.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    assert results[1][1].keys() == results[0][1].keys()
+    for name, grad in results[0][1].items():
+        torch.testing.assert_close(results[1][1][name], grad, atol=1e-5, rtol=1e-4)

@@ -1,0 +1,284 @@
+"""Export: a megatron_t2c distributed checkpoint (any TP/PP) to a Hugging Face directory.
+
+The checkpoint's tensors are read straight from its ``torch.distributed.checkpoint`` files, one *global*
+tensor at a time, in one process without any process group: megatron's format stores every tensor
+whole-shaped (tensor-parallel shards are pieces of it, pipeline stages' layers are slices ``[layer, ...]``
+of one ``decoder.layers.*`` tensor), so merging TP shards and renumbering PP stages is the format's own
+reading.  Each tensor is mapped (:mod:`.weight_map`) and streamed into ``model.safetensors`` at once (the
+header is computed first on meta tensors), so the peak memory is about one megatron tensor (all layers of
+one weight), not the model.
+
+Target class: a checkpoint without separation, with learned positions and not trained with ``prefix-code``
+is exactly GPT-2 (pre-LN, exact GELU -- ``activation_function="gelu"`` --, biases, 1/sqrt(d) attention
+scale, tied head) and exports as a stock ``GPT2LMHeadModel`` (weights in GPT-2's ``Conv1D`` layout, no remote
+code).  Anything else (separation, RoPE, a prefix-LM) exports as ``T2CForCausalLM``
+(:mod:`megatron_t2c.hf.modeling_t2c`), shipped in the directory with megatron_t2c's ``modality.py``,
+``objectives.py`` and ``special_tokens.py`` verbatim.  The tokenizer is always the Hugging Face
+``T2CTokenizer`` (:mod:`megatron_t2c.hf.tokenization_t2c`, remote code) over the checkpoint's
+``tokenizer.model``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+import warnings
+from typing import Callable, Iterable, Iterator, Optional
+
+import torch
+
+from megatron_t2c.hf import SHIPPED_MODULES
+from megatron_t2c.hf.architecture import ConversionError, HFArchitecture, check_tokenizer
+from megatron_t2c.hf.safetensors_files import SAFETENSORS_FILE, write_safetensors
+from megatron_t2c.hf.weight_map import (CODE_ROWS, FINAL, LAYER, MODEL_PREFIXES, POSITIONS, STORED_ALIASES, TABLE,
+                                        LayerTensor, deinterleave_qkv)
+from megatron_t2c.mrpt import special_tokens as st
+from megatron_t2c.training.checkpointing import CheckpointError, read_run_info, resolve
+
+_HF_DIR = os.path.dirname(os.path.abspath(__file__))
+_REMOTE_MODEL_FILES = ("configuration_t2c.py", "modeling_t2c.py")
+_REMOTE_TOKENIZER_FILES = ("tokenization_t2c.py",)
+
+
+class MegatronTensors:
+    """The model tensors of a megatron_t2c dist checkpoint, read whole (merged over TP/PP) on demand.
+
+    No process group and no model are needed: ``torch.distributed.checkpoint`` reads any tensor's shards
+    into one full-size tensor (``load``), or only describes it (``meta``: a meta tensor of its shape/dtype).
+    """
+
+    def __init__(self, path: str):
+        from torch.distributed.checkpoint import FileSystemReader
+        from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+        self.path = resolve(path)
+        self.info = read_run_info(self.path)
+        self._reader_class = FileSystemReader
+        try:
+            metadata = FileSystemReader(self.path).read_metadata()
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"{self.path}: cannot read the checkpoint's tensor index (.metadata): "
+                                  f"{type(exc).__name__}: {exc}") from exc
+        self.shapes = {key: (tuple(m.size), m.properties.dtype) for key, m in metadata.state_dict_metadata.items()
+                       if isinstance(m, TensorStorageMetadata) and key.startswith(MODEL_PREFIXES)}
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.shapes
+
+    def meta(self, key: str) -> torch.Tensor:
+        shape, dtype = self.shapes[key]
+        return torch.empty(shape, dtype=dtype, device="meta")
+
+    def load(self, key: str) -> torch.Tensor:
+        from torch.distributed.checkpoint import load
+
+        shape, dtype = self.shapes[key]
+        tensor = torch.empty(shape, dtype=dtype)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            load({key: tensor}, storage_reader=self._reader_class(self.path), no_dist=True)
+        return tensor
+
+
+def _layer_key(reader: MegatronTensors, row: LayerTensor) -> str:
+    key = f"decoder.layers.{row.stored}"
+    if key not in reader and row.stored in STORED_ALIASES:
+        alias = f"decoder.layers.{STORED_ALIASES[row.stored]}"
+        if alias in reader:
+            return alias
+    return key
+
+
+def _check_checkpoint(reader: MegatronTensors, arch: HFArchitecture) -> None:
+    """Every tensor the mapping needs is there with the expected shape, and nothing else is."""
+    h, L, f = arch.hidden_size, arch.num_layers, arch.ffn_hidden_size
+    qkv = (arch.num_attention_heads + 2 * arch.num_query_groups) * arch.head_dim
+    expected = {TABLE: None, "decoder.final_layernorm.weight": (h,), "decoder.final_layernorm.bias": (h,)}
+    if arch.separated_ids:
+        expected[CODE_ROWS] = (len(arch.separated_ids), h)
+    if arch.position_embedding_type == "learned_absolute":
+        expected[POSITIONS] = (arch.seq_length, h)
+    layer_shapes = {"input_layernorm.weight": (h,), "input_layernorm.bias": (h,),
+                    "self_attention.linear_qkv.weight": (qkv, h), "self_attention.linear_qkv.bias": (qkv,),
+                    "self_attention.linear_proj.weight": (h, h), "self_attention.linear_proj.bias": (h,),
+                    "pre_mlp_layernorm.weight": (h,), "pre_mlp_layernorm.bias": (h,),
+                    "mlp.linear_fc1.weight": (f, h), "mlp.linear_fc1.bias": (f,),
+                    "mlp.linear_fc2.weight": (h, f), "mlp.linear_fc2.bias": (h,)}
+    for row in LAYER:
+        expected[_layer_key(reader, row)] = (L, *layer_shapes[row.module])
+    missing = [k for k in expected if k not in reader]
+    unknown = sorted(set(reader.shapes) - set(expected))
+    problems = []
+    if missing:
+        problems.append("missing tensors " + ", ".join(missing))
+    if unknown:
+        problems.append("tensors this converter does not know " + ", ".join(unknown))
+    for key, shape in expected.items():
+        if key in reader and shape is not None and reader.shapes[key][0] != shape:
+            problems.append(f"{key} has shape {list(reader.shapes[key][0])}, the run info implies {list(shape)}")
+    if TABLE in reader:
+        rows, width = reader.shapes[TABLE][0]
+        if rows < arch.vocab_size or width != h:
+            problems.append(f"{TABLE} has shape {[rows, width]}: fewer rows than the vocabulary "
+                            f"({arch.vocab_size}) or not hidden-wide ({h})")
+    if problems:
+        raise ConversionError(f"unknown architecture in {reader.path}: " + "; ".join(problems))
+
+
+# ---------------------------------------------------------------------------------------------------
+# The export plan: per megatron tensor, the Hugging Face tensors it becomes
+# ---------------------------------------------------------------------------------------------------
+
+Emit = Callable[[Callable[[str], torch.Tensor]], Iterator[tuple[str, torch.Tensor]]]
+
+
+def _export_plan(reader: MegatronTensors, arch: HFArchitecture, target: str, dtype: Optional[torch.dtype]
+                 ) -> list[Emit]:
+    """Generators, one per megatron tensor: given a loader (real or meta), yield ``(hf_name, tensor)``."""
+    gpt2 = target == "gpt2"
+
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if dtype is not None and t.is_floating_point() else t
+
+    def table(load):
+        yield "transformer.wte.weight", cast(load(TABLE)[:arch.vocab_size])
+
+    def simple(key, name):
+        def emit(load):
+            yield name, cast(load(key))
+        return emit
+
+    def layers(row: LayerTensor):
+        key = _layer_key(reader, row)
+
+        def emit(load):
+            stacked = load(key)
+            for i in range(arch.num_layers):
+                t = stacked[i]
+                if row.qkv:
+                    t = deinterleave_qkv(t, arch.num_attention_heads, arch.num_query_groups, arch.head_dim)
+                if gpt2 and t.dim() == 2:
+                    t = t.t()  # GPT-2's Conv1D stores [in, out]
+                yield f"transformer.h.{i}.{row.gpt2 if gpt2 else row.t2c}", cast(t)
+        return emit
+
+    plan: list[Emit] = [table]
+    if arch.separated_ids:
+        plan.append(simple(CODE_ROWS, "transformer.wte_code.weight"))
+    if arch.position_embedding_type == "learned_absolute":
+        plan.append(simple(POSITIONS, "transformer.wpe.weight"))
+    plan += [layers(row) for row in LAYER]
+    plan += [simple(key, name) for key, name in FINAL]
+    return plan
+
+
+@dataclasses.dataclass
+class ExportSummary:
+    """What :func:`export_to_hf` wrote."""
+
+    checkpoint: str
+    output: str
+    model_class: str
+    remote_code: bool
+    tensors: int
+    bytes: int
+    seconds: float
+
+
+def _prepare_output(output: str, overwrite: bool) -> None:
+    if os.path.exists(output):
+        if not os.path.isdir(output):
+            raise ConversionError(f"{output} exists and is not a directory")
+        if os.listdir(output) and not overwrite:
+            raise ConversionError(f"{output} is not empty (pass --overwrite to replace its contents)")
+    os.makedirs(output, exist_ok=True)
+
+
+def _copy_sources(output: str, names: Iterable[str]) -> None:
+    for name in names:
+        shutil.copyfile(os.path.join(_HF_DIR, name), os.path.join(output, name))
+
+
+def _copy_shipped_modules(output: str) -> None:
+    """megatron_t2c's own modality/objectives/special_tokens sources, verbatim."""
+    for module in SHIPPED_MODULES:
+        shutil.copyfile(module.__file__, os.path.join(output, os.path.basename(module.__file__)))
+
+
+#: Never generated (as megatron_t2c's engine: control pieces, opening markers, [MASK]).
+SUPPRESSED_IDS = (st.PAD_ID, st.UNK_ID, st.BOS_ID, st.EOS_ID, st.DESCR_ID, st.PYTHON_ID, st.SOS_ID, st.MASK_ID)
+
+
+def generation_config(arch: HFArchitecture):
+    """Greedy, stop at ``[eoc]``, never the markers that open a segment (the engine's defaults)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(eos_token_id=st.EOC_ID, pad_token_id=st.PAD_ID, do_sample=False,
+                            max_new_tokens=256, suppress_tokens=list(SUPPRESSED_IDS))
+
+
+def write_tokenizer(output: str, tokenizer_model: str, seq_length: int) -> None:
+    """``tokenizer.model``, ``tokenization_t2c.py`` (+ ``special_tokens.py``) and ``tokenizer_config.json``."""
+    from megatron_t2c.hf.tokenization_t2c import T2CTokenizer
+
+    tokenizer = T2CTokenizer(tokenizer_model, model_max_length=seq_length)
+    tokenizer.save_pretrained(output)
+    config_path = os.path.join(output, "tokenizer_config.json")
+    with open(config_path, encoding="utf-8") as fh:
+        config = json.load(fh)
+    config.update(tokenizer_class="T2CTokenizer", auto_map={"AutoTokenizer": ["tokenization_t2c.T2CTokenizer", None]})
+    with open(config_path, "w", encoding="utf-8") as fh:
+        json.dump(config, fh, indent=2)
+    _copy_sources(output, _REMOTE_TOKENIZER_FILES)
+    shutil.copyfile(st.__file__, os.path.join(output, os.path.basename(st.__file__)))
+
+
+def export_to_hf(checkpoint: str, output: str, *, model_class: str = "auto", dtype: Optional[str] = None,
+                 tokenizer_model: Optional[str] = None, overwrite: bool = False) -> ExportSummary:
+    """Write a Hugging Face directory for the megatron_t2c checkpoint at ``checkpoint`` (any TP/PP).
+
+    ``model_class``: ``auto`` (stock GPT-2 when it computes this model exactly, else ``t2c``), ``gpt2`` or
+    ``t2c``.  ``dtype``: ``float32``/``bfloat16``/``float16``, or None to keep the checkpoint's.
+    ``tokenizer_model``: default the checkpoint's own ``tokenizer.model``.
+    """
+    start = time.perf_counter()
+    reader = MegatronTensors(checkpoint)
+    arch = HFArchitecture.from_run_info(reader.info)
+    if model_class not in ("auto", "gpt2", "t2c"):
+        raise ConversionError(f"unknown model class {model_class!r} (auto, gpt2, t2c)")
+    target = ("gpt2" if arch.stock_gpt2 else "t2c") if model_class == "auto" else model_class
+    if target == "gpt2" and not arch.stock_gpt2:
+        raise ConversionError("this model is not a stock GPT-2 (separation, RoPE or a prefix-LM): export it "
+                              "with --model-class t2c (or auto)")
+    _check_checkpoint(reader, arch)
+    tokenizer_model = tokenizer_model or os.path.join(reader.path, "tokenizer.model")
+    if not os.path.isfile(tokenizer_model):
+        raise ConversionError(f"missing file: {tokenizer_model} (the checkpoint stores no tokenizer: pass "
+                              "--tokenizer-model)")
+    check_tokenizer(tokenizer_model, arch.vocab_size)
+    out_dtype = getattr(torch, dtype) if dtype else None
+    _prepare_output(output, overwrite)
+
+    plan = _export_plan(reader, arch, target, out_dtype)
+    meta = [item for emit in plan for item in emit(reader.meta)]
+    model_dtype = out_dtype or meta[0][1].dtype
+
+    def stream():
+        for emit in plan:
+            yield from emit(reader.load)
+
+    size = write_safetensors(os.path.join(output, SAFETENSORS_FILE), meta, stream(), {"format": "pt"})
+    config = arch.hf_config(target, model_dtype, reader.info)
+    config.save_pretrained(output)
+
+    generation_config(arch).save_pretrained(output)
+    write_tokenizer(output, tokenizer_model, arch.seq_length)
+    if target == "t2c":
+        _copy_sources(output, _REMOTE_MODEL_FILES)
+        _copy_shipped_modules(output)
+    return ExportSummary(checkpoint=reader.path, output=output, model_class="GPT2LMHeadModel" if target == "gpt2"
+                         else "T2CForCausalLM", remote_code=target == "t2c", tensors=len(meta), bytes=size,
+                         seconds=round(time.perf_counter() - start, 3))

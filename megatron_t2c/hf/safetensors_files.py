@@ -1,0 +1,103 @@
+"""Reading and writing ``.safetensors`` files one tensor at a time (the peak memory of a conversion)."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from typing import Iterable, Optional
+
+import torch
+
+from megatron_t2c.hf.architecture import ConversionError
+
+SAFETENSORS_FILE = "model.safetensors"
+_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+              torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
+_ST_NAMES = {name: dtype for dtype, name in _ST_DTYPES.items()}
+
+
+def write_safetensors(path: str, header_tensors: Iterable[tuple[str, torch.Tensor]],
+                      tensors: Iterable[tuple[str, torch.Tensor]], metadata: Optional[dict] = None) -> int:
+    """Write a ``.safetensors`` file streaming: the header from ``header_tensors`` (meta tensors are fine),
+    then each tensor of ``tensors`` (same names, shapes and order) as it comes; returns the data size.
+
+    Only one tensor is held at a time (``safetensors.torch.save_file`` needs them all, plus a bytes copy).
+    """
+    header, specs, offset = {}, [], 0
+    for name, t in header_tensors:
+        if t.dtype not in _ST_DTYPES:
+            raise ConversionError(f"{name}: dtype {t.dtype} cannot be written to safetensors")
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + size]}
+        specs.append((name, tuple(t.shape), t.dtype))
+        offset += size
+    header["__metadata__"] = dict(metadata or {"format": "pt"})
+    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    blob += b" " * (-len(blob) % 8)
+    partial = path + ".partial"
+    written = 0
+    with open(partial, "wb") as fh:
+        fh.write(struct.pack("<Q", len(blob)))
+        fh.write(blob)
+        for (name, t), (want_name, shape, dtype) in zip(tensors, specs, strict=True):
+            if name != want_name or tuple(t.shape) != shape or t.dtype != dtype:
+                raise RuntimeError(f"tensor {name} {tuple(t.shape)} {t.dtype} does not match the header's "
+                                   f"{want_name} {shape} {dtype}")
+            data = t.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+            fh.write(memoryview(data))
+            written += data.nbytes
+            del t, data
+    os.replace(partial, path)
+    return written
+
+
+class SafetensorsReader:
+    """The tensors of a Hugging Face directory's safetensors file(s), read one at a time with plain reads.
+
+    Not memory-mapped (as ``safetensors.safe_open`` is): pages of a mapping count towards the process's
+    resident memory for as long as it is open, i.e. the whole file by the end of a conversion.
+    """
+
+    def __init__(self, directory: str):
+        index = os.path.join(directory, "model.safetensors.index.json")
+        if os.path.isfile(index):
+            with open(index, encoding="utf-8") as fh:
+                files = sorted(set(json.load(fh)["weight_map"].values()))
+        elif os.path.isfile(os.path.join(directory, SAFETENSORS_FILE)):
+            files = [SAFETENSORS_FILE]
+        else:
+            raise ConversionError(f"missing file: {directory} holds no {SAFETENSORS_FILE} (nor an index); "
+                                  "save the model with save_pretrained(safe_serialization=True)")
+        self._where: dict[str, tuple[str, int, dict]] = {}
+        for name in files:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as fh:
+                (size,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(size))
+            header.pop("__metadata__", None)
+            self._where.update({key: (path, 8 + size, entry) for key, entry in header.items()})
+
+    def __contains__(self, key):
+        return key in self._where
+
+    def keys(self):
+        return self._where.keys()
+
+    def get(self, key: str) -> torch.Tensor:
+        if key not in self._where:
+            raise ConversionError(f"missing tensor {key} in the Hugging Face weights")
+        path, base, entry = self._where[key]
+        dtype = _ST_NAMES.get(entry["dtype"])
+        if dtype is None:
+            raise ConversionError(f"{key}: unsupported safetensors dtype {entry['dtype']}")
+        start, end = entry["data_offsets"]
+        tensor = torch.empty(entry["shape"], dtype=dtype)
+        buffer = tensor.reshape(-1).view(torch.uint8).numpy()
+        if buffer.nbytes != end - start:
+            raise ConversionError(f"{key}: {end - start} bytes stored for shape {entry['shape']} {entry['dtype']}")
+        with open(path, "rb") as fh:
+            fh.seek(base + start)
+            if fh.readinto(memoryview(buffer)) != buffer.nbytes:
+                raise ConversionError(f"{path} is truncated ({key})")
+        return tensor
