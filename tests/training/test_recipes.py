@@ -47,7 +47,7 @@ def test_recipes_hold_the_papers_settings(preset):
 
 
 def test_every_recipe_is_for_a_known_preset():
-    from megatron_t2c.models.gpt import PRESETS
+    from megatron_t2c.models.config import PRESETS
 
     names = sorted(p.stem for p in CONFIGS.glob("*.yaml"))
     assert names == sorted(f"{stage}_{preset}" for stage in ("mapt", "mrpt") for preset in PAPER_PRESETS)
