@@ -9,7 +9,18 @@ import sys
 
 from megatron_t2c.analysis.batch_inspection import InspectConfig, inspect
 from megatron_t2c.analysis.embedding_spaces import DEFAULT_TOKENS
+from megatron_t2c.utils.atomic import atomic_open, write_json
 from megatron_t2c.utils.dataclass_flags import option, parse_config
+
+
+def _emit(text: str, result: dict, output, markdown) -> None:
+    """Print a tool's markdown; write it (``--markdown``) and the result as JSON (``--output``), atomically."""
+    print(text)
+    if output:
+        write_json(output, result)
+    if markdown:
+        with atomic_open(markdown) as fh:
+            fh.write(text)
 
 
 INSPECT_DOC = """Print what an MRPT objective and separation feed the model, one JSON object per packed sequence.
@@ -180,7 +191,6 @@ class ContaminationConfig:
 def contamination_main(argv=None) -> int:
     config = parse_config(ContaminationConfig, argv, description=CONTAMINATION_DOC, epilog=CONTAMINATION_EPILOG)
     from megatron_t2c.analysis import contamination as C
-    from megatron_t2c.utils.atomic import atomic_open, write_json
 
     if not config.functions and not config.dataset:
         raise SystemExit("error: give --functions and/or --dataset")
@@ -193,13 +203,7 @@ def contamination_main(argv=None) -> int:
     if config.min_chars < 1:
         raise SystemExit("error: --min-chars must be at least 1")
     report = C.check(sources, probes, problems, k=min(16, config.min_chars), min_chars=config.min_chars, notes=notes)
-    text = C.format_markdown(report)
-    print(text)
-    if config.output:
-        write_json(config.output, report)
-    if config.markdown:
-        with atomic_open(config.markdown) as fh:
-            fh.write(text)
+    _emit(C.format_markdown(report), report, config.output, config.markdown)
     return 0
 
 
@@ -244,7 +248,6 @@ class CorrelationConfig:
 def correlation_main(argv=None) -> int:
     config = parse_config(CorrelationConfig, argv, description=CORRELATION_DOC, epilog=CORRELATION_EPILOG)
     from megatron_t2c.analysis import checkpoint_correlation as C
-    from megatron_t2c.utils.atomic import atomic_open, write_json
 
     tables = []
     if config.root:
@@ -261,13 +264,7 @@ def correlation_main(argv=None) -> int:
         raise SystemExit("error: no values found")
     result = C.correlation_matrix(table, config.testsets or None)
     result["metric"] = config.metric
-    text = C.format_markdown(result)
-    print(text)
-    if config.output:
-        write_json(config.output, result)
-    if config.markdown:
-        with atomic_open(config.markdown) as fh:
-            fh.write(text)
+    _emit(C.format_markdown(result), result, config.output, config.markdown)
     return 0
 
 

@@ -196,10 +196,16 @@ class _CoreAttention(MegatronModule):
         self.softmax_scale = softmax_scale if softmax_scale is not None else 1.0 / math.sqrt(head_dim)
         self.dropout_p = config.attention_dropout if attention_dropout is None else attention_dropout
 
-    def _check_inputs(self, attention_bias, packed_seq_params) -> None:
+    def _inputs(self, query, key, value, attention_mask, attention_bias, packed_seq_params):
+        """The batch's :class:`AttentionMask` (prepared here when a raw tensor comes, e.g. under activation
+        recompute) and ``q, k, v`` heads-first."""
         if attention_bias is not None or packed_seq_params is not None:
             raise NotImplementedError(f"{self.backend} attention takes neither attention_bias nor "
                                       "packed sequences (THD): pass a dense document mask instead")
+        if not isinstance(attention_mask, AttentionMask):
+            attention_mask = AttentionMask.prepare(attention_mask, self.backend, batch=query.shape[1],
+                                                   seq_length=query.shape[0], device=query.device)
+        return attention_mask, tuple(self._heads_first(t) for t in (query, key, value))
 
     @staticmethod
     def _heads_first(x: torch.Tensor) -> torch.Tensor:
@@ -220,11 +226,8 @@ class SDPAAttention(_CoreAttention):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
                 attn_mask_type: Optional[AttnMaskType] = None, attention_bias=None, packed_seq_params=None):
-        self._check_inputs(attention_bias, packed_seq_params)
-        if not isinstance(attention_mask, AttentionMask):
-            attention_mask = AttentionMask.prepare(attention_mask, "sdpa", batch=query.shape[1],
-                                                   seq_length=query.shape[0], device=query.device)
-        q, k, v = (self._heads_first(t) for t in (query, key, value))
+        attention_mask, (q, k, v) = self._inputs(query, key, value, attention_mask, attention_bias,
+                                                 packed_seq_params)
         allowed = attention_mask.allowed
         mask_type = attn_mask_type or self.attn_mask_type
         if self.window is not None:  # a local layer: the batch's mask within the sliding window
@@ -257,11 +260,8 @@ class FlexCoreAttention(_CoreAttention):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
                 attn_mask_type: Optional[AttnMaskType] = None, attention_bias=None, packed_seq_params=None):
-        self._check_inputs(attention_bias, packed_seq_params)
-        if not isinstance(attention_mask, AttentionMask):
-            attention_mask = AttentionMask.prepare(attention_mask, "flex", batch=query.shape[1],
-                                                   seq_length=query.shape[0], device=query.device)
-        q, k, v = (self._heads_first(t) for t in (query, key, value))
+        attention_mask, (q, k, v) = self._inputs(query, key, value, attention_mask, attention_bias,
+                                                 packed_seq_params)
         flex = _flex_attention(q.device.type)
         with warnings.catch_warnings():
             # off CUDA the eager kernel is the only one; torch warns that it is not the compiled one
