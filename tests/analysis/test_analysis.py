@@ -101,7 +101,7 @@ def run_dir(tmp_path_factory) -> Path:
     _write(ev / "mrpt_code_partial" / "humaneval" / "sampled.summary.json",
            _summary(**{"pass@1": 0.02, "pass@10": 0.15, "samples": 200}))
     _write(ev / "mrpt_code_partial" / "mbpp" / "incremental.summary.json",
-           _summary(**{"incremental_micro_pass@1": 0.25, "incremental_macro_pass@1": 0.2, "problems": 0,
+           _summary(**{"incremental_pass@1": 0.25, "incremental_per_prompt_pass@1": 0.2, "problems": 0,
                        "incremental_prompts": 40, "incremental_problems": 8, "problems_in_task": 500}))
     _write(run / "hf" / "mrpt_code_partial" / "verify.json",
            {"max_abs_diff": 3.1e-6, "top1_agreement": 1.0, "tolerance": 1e-4, "positions": 192, "ok": True})
@@ -309,6 +309,7 @@ def test_report_of_a_run(run_dir):
     assert rows["MRPT (`mrpt_code_partial`)"] == ["code", "partial", "1.25", "15.00", "–", "–", "–",
                                                   "–", "–", "–", "25.00", "20.00"]
     assert "| `mrpt_code_partial` | MBPP | incremental | 20 | 0 of 500 | 40 |" in text
+    assert "MBPP incr. pass@1 per prompt" in text and "micro" not in text and "macro" not in text
     assert (run_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "![training curves](training_curves.png)" in text and "(tensorboard)" in text
     assert "| `mapt` | mapt | text-code | none | 4 |" in text
