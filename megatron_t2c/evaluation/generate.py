@@ -42,7 +42,6 @@ import os
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 
