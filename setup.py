@@ -19,6 +19,7 @@ setup(
     version="0.1.0",
     description="Megatron-style pre-training of text-to-code GPT models with modality-relative pre-training",
     packages=find_packages(include=["megatron_t2c", "megatron_t2c.*"]),
+    package_data={"megatron_t2c.mrpt": ["python_tokens.txt"]},
     python_requires=">=3.11,<3.12",
     install_requires=CORE,
     entry_points={"console_scripts": ["t2c = megatron_t2c.__main__:main"]},

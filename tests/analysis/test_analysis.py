@@ -232,6 +232,38 @@ def test_correlation_cli_reads_both_layouts(tmp_path):
     assert "| Pearson r (n) | humaneval | mbpp_dev | mbpp_test |" in (tmp_path / "c.md").read_text()
 
 
+def test_correlation_averaged_across_models(tmp_path):
+    """Table 4: each model's r per pair and their mean over the models that define it."""
+    from megatron_t2c.analysis import checkpoint_correlation as correlation
+
+    second = {c: {"humaneval": v["humaneval"] ** 2, "mbpp_dev": 0.3 - v["mbpp_dev"], "mbpp_test": v["mbpp_test"]}
+              for c, v in HAND.items()}
+    flat = {c: dict(v, mbpp_dev=0.1) for c, v in HAND.items()}  # mbpp_dev constant: undefined for this model
+    for name, table in (("a", HAND), ("b", second), ("c", flat)):
+        for ckpt, values in table.items():
+            for testset, value in values.items():
+                _write(tmp_path / name / ckpt / testset / "greedy.summary.json", {"pass@1": value})
+    _tool("checkpoint_correlation").main(["--runs", *(f"{n}={tmp_path / n}" for n in "abc"),
+                                          "--output", str(tmp_path / "avg.json"), "--markdown", str(tmp_path / "avg.md")])
+    result = json.loads((tmp_path / "avg.json").read_text())
+    avg = result["average"]
+    names = avg["testsets"]
+    he, dev, test = (names.index(t) for t in ("humaneval", "mbpp_dev", "mbpp_test"))
+
+    def r(table, x, y):
+        cks = sorted(table)
+        return np.corrcoef([table[c][x] for c in cks], [table[c][y] for c in cks])[0, 1]
+
+    assert avg["pearson"][he][test] == pytest.approx(np.mean([r(t, "humaneval", "mbpp_test")
+                                                              for t in (HAND, second, flat)]))
+    assert avg["models"][he][test] == 3 and avg["models"][he][dev] == 2
+    assert avg["pearson"][he][dev] == pytest.approx(np.mean([r(HAND, "humaneval", "mbpp_dev"),
+                                                             r(second, "humaneval", "mbpp_dev")]))
+    assert result["average"]["per_model"]["c"]["humaneval~mbpp_dev"] is None
+    text = (tmp_path / "avg.md").read_text()
+    assert "| **average** |" in text and "| c |" in text and "undefined" in text
+
+
 # ---------------------------------------------------------------------------------------------------
 # Contamination
 # ---------------------------------------------------------------------------------------------------

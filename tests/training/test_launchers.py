@@ -70,3 +70,25 @@ def test_slurm_example_runs_the_launcher(env):
     _run(["bash", "examples/slurm_mapt.sbatch"], env, LAUNCH="", MASTER_ADDR="127.0.0.1", ARGS="pangu-100m",
          EXTRA_ARGS=TINY.replace("--epochs 0 ", ""))
     assert _steps(Path(env["RUNS"]) / "mapt_pangu-100m") == [1, 2]
+
+
+def _dry(script: list[str], env: dict, **extra) -> list[str]:
+    out = _run(["bash", *script], env, DRY_RUN="1", EXTRA_ARGS="", **extra)
+    return out.strip().splitlines()[-1].split()
+
+
+def _flag(words: list[str], name: str) -> str:
+    return words[len(words) - 1 - words[::-1].index(name) + 1]  # the last one wins, as argparse takes it
+
+
+def test_launchers_default_to_the_paper_budgets(env):
+    """Paper §3.5: batch 1,024 rows of 1,024 tokens, MAPT 500K steps, MRPT 10 epochs (PanGu-Coder) and 5
+    (PyCodeGPT), warm-up 1%; environment variables override."""
+    mapt = _dry(["examples/mapt.sh", "pangu-350m"], env)
+    assert [_flag(mapt, f) for f in ("--train-iters", "--global-batch-size", "--seq-length", "--lr-warmup-fraction")] \
+        == ["500000", "1024", "1024", "0.01"]
+    for model, epochs in (("pangu-100m", "10"), ("pangu-350m", "10"), ("pycodegpt-100m", "5")):
+        mrpt = _dry(["examples/mrpt.sh", "code", "partial", model], env)
+        assert [_flag(mrpt, f) for f in ("--epochs", "--global-batch-size", "--seq-length")] == [epochs, "1024", "1024"]
+    mrpt = _dry(["examples/mrpt.sh", "code", "partial"], env, EPOCHS="3", GLOBAL_BATCH="64")
+    assert (_flag(mrpt, "--epochs"), _flag(mrpt, "--global-batch-size")) == ("3", "64")
