@@ -50,17 +50,26 @@ def test_mapt_then_mrpt_launchers(env):
     assert (mapt / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
     assert list((mapt / "tensorboard").iterdir())
 
-    # MRPT runs are specified in epochs; a tiny fraction of one here.
-    tiny = TINY.replace("--train-iters 2 --epochs 0", "--epochs 0.01")
+    # MRPT runs are specified in epochs; a tiny fraction of one here.  PES with the release's own word list.
+    release = REPO / "tests" / "mrpt" / "data" / "release_python_tokens.txt"
+    tiny = TINY.replace("--train-iters 2 --epochs 0", "--epochs 0.01") + f" --separation-tokens {release}"
     out = _run(["bash", "examples/mrpt_grid.sh", "pycodegpt-100m"], env, EXTRA_ARGS=tiny, OBJECTIVES="code prefix-code",
                SEPARATIONS="partial")
+    from megatron_t2c.mrpt.separation import read_token_list, separated_token_ids
+    from helpers.modality_data import pieces
+
     for objective in ("code", "prefix-code"):
         run = Path(env["RUNS"]) / f"mrpt_pycodegpt-100m_{objective}_partial"
         assert _steps(run), objective
         info = json.loads(next((run / "checkpoints").glob("iter_*/t2c_run.json")).read_text())
         assert (info["stage"], info["objective"], info["separation"], info["format"]) == (
             "mrpt", objective, "partial", "pycodegpt")
-    assert "initialised from" in out
+        # the checkpoint records the word list and the ids it gave; the packing figures of the data
+        words = read_token_list(release)
+        assert info["separation_tokens"]["words"] == list(words)
+        assert info["separated_ids"] == separated_token_ids("partial", pieces(), words=words)
+        assert info["packing"]["rows"] > 0 and 0 < info["packing"]["padding_fraction"] < 1
+    assert "initialised from" in out and "packing (whole documents, training split, one epoch)" in out
 
 
 def test_slurm_example_runs_the_launcher(env):
