@@ -8,6 +8,7 @@
 #   RUNS (runs)                      where run directories go
 #   EXTRA_ARGS                       more pretrain_t2c.py flags, appended last (they win), e.g. "--train-iters 10"
 #   PYTHON (.venv/bin/python)
+#   DRY_RUN=1                        print the command instead of running it (see what a launcher runs)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-$REPO/.venv/bin/python}"
@@ -38,6 +39,12 @@ format_of() {
 # launch RUN_DIR FLAGS...: torchrun pretrain_t2c.py with FLAGS, logs and TensorBoard under RUN_DIR.
 launch() {
   local run_dir="$1"; shift
+  if [ "${DRY_RUN:-0}" = "1" ]; then
+    # shellcheck disable=SC2046,SC2086
+    echo "torchrun $REPO/pretrain_t2c.py" "$@" $(device_args) --save "$run_dir/checkpoints" \
+      --load "$run_dir/checkpoints" $EXTRA_ARGS
+    return 0
+  fi
   mkdir -p "$run_dir"
   echo "[launch] $NNODES node(s) x $GPUS_PER_NODE process(es), node $NODE_RANK, run dir $run_dir" >&2
   # shellcheck disable=SC2046,SC2086

@@ -1,15 +1,19 @@
 """See exactly what one objective and separation feed the model: per-position JSON of packed sequences.
 
 Documents come from JSONL extraction records (``--input``: formatted and encoded as preprocessing does) or
-from a megatron-core indexed dataset (``--dataset PREFIX``), in order.  They are packed as megatron-core's
-``GPTDataset`` packs them (without shuffling): the token streams are concatenated and sequence ``i`` is
-``stream[i*S : i*S + S + 1]`` (``S`` = ``seq_length``; consecutive sequences share one token), with
-``tokens = row[:-1]``, ``labels = row[1:]``; a tail too short for a whole row is left out.  The sequence
-index is the ``sample_id`` of the corruption hash.
+from a megatron-core indexed dataset (``--dataset PREFIX``), in order (no shuffling), and are packed as
+training packs them: ``--packing whole`` (the default, :mod:`megatron_t2c.data.packing`): whole documents
+next-fit into rows of ``S + 1`` tokens (``S`` = ``seq_length``), the rest ``<pad>``, a document longer than
+a row dropped (counted on stderr); ``--packing continuous`` (megatron's ``GPTDataset``): the token streams
+concatenated and sequence ``i`` is ``stream[i*S : i*S + S + 1]`` (consecutive sequences share one token; a
+tail too short for a whole row is left out).  Then ``tokens = row[:-1]``, ``labels = row[1:]``.  The
+sequence index is the ``sample_id`` of the corruption hash.
 
 Every sequence becomes one JSON object (:func:`sequence_json`) with, per position: ``piece``, ``token_id``,
 ``modality`` (of the token: ``shared|docstring|code``), ``row``, ``position_id``, ``loss``, ``input_id``
-(after corruption), ``input_piece``, ``label_id`` and ``attends`` (``[start, end)`` key ranges).
+(after corruption), ``input_piece``, ``label_id``, ``attends`` (``[start, end)`` key ranges), ``document``
+(which document of the row the token belongs to, from 0; null for padding) and ``padding``; per sequence
+``documents`` and ``padding`` (how many positions are padding).
 
 ``row`` is the embedding row the input uses, in a simple global layout for display: the base id for
 shared and docstring tokens and for code tokens without a code row; ``vocab_size + j`` for a code token
@@ -26,7 +30,9 @@ import numpy as np
 import torch
 
 from megatron_t2c.mrpt import objectives
+from megatron_t2c.mrpt import special_tokens as st
 from megatron_t2c.mrpt import separation
+from megatron_t2c.data.modality_usage import count_dataset_usage
 from megatron_t2c.utils.dataclass_flags import option
 from megatron_t2c.mrpt.formats import FORMATS, INCLUDE, format_record, included
 from megatron_t2c.mrpt.modality import CODE, DOCSTRING, SHARED
@@ -50,6 +56,8 @@ class InspectConfig:
     k: int = option(256, "--separation auto: how many tokens to separate")
     min_count: int = option(5, "--separation auto: least occurrences for a token to be considered")
     seq_length: int = option(128, "tokens per packed sequence")
+    packing: str = option("whole", "whole documents per row plus padding (training's default), or megatron's "
+                                   "continuous packing", choices=("whole", "continuous"))
     max_sequences: int = option(4, "print at most this many sequences")
     seed: int = option(1234, "corruption seed (corrupt-code)")
     print_separation: bool = option(False, "print the separated tokens (id, piece) to stderr")
@@ -92,12 +100,36 @@ def pack(documents: Iterable[np.ndarray], seq_length: int, max_sequences: int) -
         np.zeros((0, seq_length + 1), dtype=np.int64)
 
 
+def pack_whole(documents: Iterable[np.ndarray], seq_length: int, max_sequences: int) -> tuple[np.ndarray, int]:
+    """``([n, seq_length + 1] rows, dropped)``: whole documents next-fit in their order, ``<pad>`` after them
+    (:func:`megatron_t2c.data.packing.next_fit_row_starts`); a document longer than a row is dropped."""
+    from megatron_t2c.data.packing import next_fit_row_starts
+
+    if seq_length < 1 or max_sequences < 0:
+        raise ValueError("seq_length must be positive and max_sequences non-negative")
+    capacity, kept, dropped = seq_length + 1, [], 0
+    for doc in documents:
+        if len(doc) > capacity:
+            dropped += 1
+            continue
+        kept.append(doc)
+        if len(next_fit_row_starts(np.array([len(d) for d in kept]), capacity)) - 1 > max_sequences:
+            kept.pop()  # this document opens a row beyond the last one shown
+            break
+    starts = next_fit_row_starts(np.array([len(d) for d in kept], dtype=np.int64), capacity)
+    rows = np.full((len(starts) - 1, capacity), st.PAD_ID, dtype=np.int64)
+    for r in range(len(starts) - 1):
+        row = np.concatenate(kept[starts[r]:starts[r + 1]])
+        rows[r, :len(row)] = row
+    return rows, dropped
+
+
 def separated_ids(config: InspectConfig, pieces: Sequence[str], tokenizer) -> list[int]:
     """The separated ids for ``config.separation`` (auto: counts from ``--dataset``, else from ``--input``)."""
     if config.separation != "auto":
         return separation.separated_token_ids(config.separation, pieces)
     if config.dataset:
-        counts = separation.count_dataset_usage(config.dataset, config.format, len(pieces))
+        counts = count_dataset_usage(config.dataset, config.format, len(pieces))
     elif config.input:
         documents = record_documents(config.input, tokenizer, config.format, config.include)
         counts = separation.count_modality_usage(documents, config.format, len(pieces))
@@ -117,6 +149,8 @@ def sequence_json(index: int, tokens: Sequence[int], batch: objectives.Batch, ro
     fields = {name: getattr(batch, name)[row].tolist() for name in
               ("input_ids", "labels", "loss_mask", "position_ids", "modality")}
     ranges = objectives.attends(batch.attention_mask[row])
+    padding = [config.packing == "whole" and all(t == st.PAD_ID for t in tokens[i:]) for i in range(len(tokens))]
+    documents = objectives.document_ids(torch.as_tensor(list(tokens))).tolist()
     positions = []
     for i, token_id in enumerate(tokens):
         input_id, modality = fields["input_ids"][i], fields["modality"][i]
@@ -125,11 +159,13 @@ def sequence_json(index: int, tokens: Sequence[int], batch: objectives.Batch, ro
             "piece": pieces[token_id], "token_id": token_id, "modality": MODALITY_NAMES[modality],
             "row": embedding_row, "position_id": fields["position_ids"][i], "loss": bool(fields["loss_mask"][i]),
             "input_id": input_id, "input_piece": pieces[input_id], "label_id": fields["labels"][i],
-            "attends": ranges[i],
+            "attends": ranges[i], "document": None if padding[i] else documents[i], "padding": padding[i],
         })
     return {"sequence": index, "sample_id": index, "format": config.format, "objective": config.objective,
             "separation": config.separation, "separated": len(code_rows), "vocab_size": vocab_size,
-            "seq_length": len(tokens), "positions": positions}
+            "seq_length": len(tokens), "packing": config.packing, "padding": sum(padding),
+            "documents": len({p["document"] for p in positions if p["document"] is not None}),
+            "positions": positions}
 
 
 def inspect(config: InspectConfig, out: IO[str], err: IO[str] | None = None) -> int:
@@ -145,7 +181,13 @@ def inspect(config: InspectConfig, out: IO[str], err: IO[str] | None = None) -> 
         print(separation.describe(ids, pieces), file=err)
     documents = (record_documents(config.input, tokenizer, config.format, config.include) if config.input
                  else dataset_documents(config.dataset))
-    rows = torch.from_numpy(pack(documents, config.seq_length, config.max_sequences))
+    if config.packing == "whole":
+        packed, dropped = pack_whole(documents, config.seq_length, config.max_sequences)
+        if dropped and err is not None:
+            print(f"{dropped} document(s) longer than a row of {config.seq_length + 1} tokens dropped", file=err)
+    else:
+        packed = pack(documents, config.seq_length, config.max_sequences)
+    rows = torch.from_numpy(packed)
     if not len(rows):
         return 0
     tokens, labels = rows[:, :-1], rows[:, 1:]

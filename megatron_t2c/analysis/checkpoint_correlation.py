@@ -14,7 +14,11 @@ HumanEval, MBPP dev (task ids 511-600) and MBPP test (task ids 11-510).
 * a JSON table ``{checkpoint: {testset: value}}`` (values already extracted).
 
 The value read from a summary is ``pass@1`` (``--metric`` picks another key, e.g.
-``incremental_macro_pass@1``).  Checkpoints are ordered naturally (``iter_200`` before ``iter_1000``).
+``incremental_pass@1``).  Checkpoints are ordered naturally (``iter_200`` before ``iter_1000``).
+
+**Several models** (the paper's Table 4 averages across models): one series per model (e.g. one
+directory per run); :func:`average_across_runs` gives each model's matrix and, per pair of test sets, the
+arithmetic mean of the models' r where it is defined (with the number of models averaged).
 
 **Output**: for every pair of test sets, Pearson's r over the checkpoints that have both values, with n.
 r is undefined (``null``, with a note) when fewer than two checkpoints are shared or when either series is
@@ -36,7 +40,8 @@ from typing import Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 __all__ = ["DEFAULT_TESTSETS", "MBPP_SPLIT_RANGES", "mbpp_split_of", "read_metric", "collect_directory",
-           "parse_summary_specs", "merge_tables", "pearson", "correlation_matrix", "format_markdown", "natural_key"]
+           "parse_summary_specs", "merge_tables", "pearson", "correlation_matrix", "format_markdown", "natural_key",
+           "average_across_runs", "format_runs_markdown"]
 
 #: The paper's Table 4 test sets, in this order in the outputs when present.
 DEFAULT_TESTSETS = ("humaneval", "mbpp_dev", "mbpp_test")
@@ -171,4 +176,51 @@ def format_markdown(result: Mapping, digits: int = 3) -> str:
                                                  for t in testsets) + " |")
     if result["notes"]:
         lines += ["", "Notes:"] + [f"- {note}" for note in result["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def average_across_runs(results: Mapping[str, Mapping]) -> dict:
+    """Per model ``correlation_matrix`` results -> ``{"testsets", "pearson", "models", "per_model"}``: for
+    each pair of test sets the mean of the models' defined r (None where no model defines it) and how many
+    models it averages."""
+    if not results:
+        raise ValueError("no runs to average")
+    present = {t for result in results.values() for t in result["testsets"]}
+    testsets = [t for t in DEFAULT_TESTSETS if t in present] + sorted(present - set(DEFAULT_TESTSETS))
+    matrix: list[list[Optional[float]]] = []
+    models: list[list[int]] = []
+    for a in testsets:
+        row, mrow = [], []
+        for b in testsets:
+            values = []
+            for result in results.values():
+                names = result["testsets"]
+                if a in names and b in names:
+                    r = result["pearson"][names.index(a)][names.index(b)]
+                    if r is not None:
+                        values.append(r)
+            row.append(float(np.mean(values)) if values else None)
+            mrow.append(len(values))
+        matrix.append(row)
+        models.append(mrow)
+    per_model = {name: {f"{a}~{b}": result["pearson"][i][j]
+                        for i, a in enumerate(result["testsets"]) for j, b in enumerate(result["testsets"]) if i < j}
+                 for name, result in results.items()}
+    return {"testsets": testsets, "pearson": matrix, "models": models, "per_model": per_model}
+
+
+def format_runs_markdown(average: Mapping, digits: int = 3) -> str:
+    """Each model's r per pair of test sets and their average, as one markdown table."""
+    pairs = [(i, j) for i in range(len(average["testsets"])) for j in range(len(average["testsets"])) if i < j]
+    names = [f"{average['testsets'][i]} ~ {average['testsets'][j]}" for i, j in pairs]
+    lines = ["| model | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+
+    def cell(r: Optional[float]) -> str:
+        return "undefined" if r is None else f"{r:.{digits}f}"
+
+    for model, values in average["per_model"].items():
+        keys = [f"{average['testsets'][i]}~{average['testsets'][j]}" for i, j in pairs]
+        lines.append(f"| {model} | " + " | ".join(cell(values.get(k)) for k in keys) + " |")
+    lines.append("| **average** | " + " | ".join(
+        f"{cell(average['pearson'][i][j])} ({average['models'][i][j]})" for i, j in pairs) + " |")
     return "\n".join(lines) + "\n"

@@ -215,6 +215,7 @@ A thin command line over :mod:`megatron_t2c.analysis.checkpoint_correlation`.  I
                     (summaries written by `tasks/evaluate.py execute --summary`)
   --summary CKPT:TESTSET=PATH ...   single summaries (several after one --summary)
   --table FILE.json {checkpoint: {testset: value}}
+  --runs NAME=DIR ...   several models (each DIR as --root): per-model r and the average (paper Table 4)
 
 Test sets are named freely; the paper's are humaneval, mbpp_dev (MBPP task ids 511-600) and mbpp_test
 (11-510), shown first and in that order.  Writes the matrix (with the number of shared checkpoints) and the
@@ -223,6 +224,7 @@ a series is constant or fewer than two checkpoints share both test sets; the not
 
 CORRELATION_EPILOG = """examples:
   tools/checkpoint_correlation.py --root runs/series/eval --mode greedy --output corr.json --markdown corr.md
+  tools/checkpoint_correlation.py --runs pangu=runs/pangu/eval pycodegpt=runs/pycodegpt/eval   # averaged
   tools/checkpoint_correlation.py \\
       --summary iter_1000:humaneval=eval/1000/he.json iter_1000:mbpp_test=eval/1000/mbpp.json \\
                 iter_2000:humaneval=eval/2000/he.json iter_2000:mbpp_test=eval/2000/mbpp.json"""
@@ -237,6 +239,10 @@ class CorrelationConfig:
                                 help="summaries, CHECKPOINT:TESTSET=PATH ... (all after one --summary)",
                                 metavar="CKPT:TESTSET=PATH")
     table: str = option(None, "a JSON table {checkpoint: {testset: value}}", metavar="FILE.json")
+    runs: list[str] = option(default_factory=list,
+                             help="several models, NAME=DIR ... (each DIR laid out as --root): each model's "
+                                  "correlations and their average across models (paper Table 4)",
+                             metavar="NAME=DIR")
     mode: str = option("greedy", "with --root: the <mode>.summary.json read inside DIR/<ckpt>/<testset>/")
     metric: str = option("pass@1", "the summary key to correlate")
     testsets: list[str] = option(default_factory=list, help="test sets to include, in this order (default: all "
@@ -245,10 +251,35 @@ class CorrelationConfig:
     markdown: str = option(None, "write the markdown tables", metavar="FILE.md")
 
 
+def _correlation_across_runs(config, C) -> int:
+    from megatron_t2c.utils.atomic import atomic_open, write_json
+
+    results = {}
+    for spec in config.runs:
+        name, sep, root = spec.partition("=")
+        if not sep or not name or not root:
+            raise SystemExit(f"error: bad --runs {spec!r}: expected NAME=DIR")
+        table = C.collect_directory(root, mode=config.mode, metric=config.metric)
+        if not table:
+            raise SystemExit(f"error: no values found under {root}")
+        results[name] = C.correlation_matrix(table, config.testsets or None)
+    average = C.average_across_runs(results)
+    text = C.format_runs_markdown(average)
+    print(text)
+    if config.output:
+        write_json(config.output, {"metric": config.metric, "runs": results, "average": average})
+    if config.markdown:
+        with atomic_open(config.markdown) as fh:
+            fh.write(text)
+    return 0
+
+
 def correlation_main(argv=None) -> int:
     config = parse_config(CorrelationConfig, argv, description=CORRELATION_DOC, epilog=CORRELATION_EPILOG)
     from megatron_t2c.analysis import checkpoint_correlation as C
 
+    if config.runs:
+        return _correlation_across_runs(config, C)
     tables = []
     if config.root:
         tables.append(C.collect_directory(config.root, mode=config.mode, metric=config.metric))

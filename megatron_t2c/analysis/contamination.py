@@ -34,17 +34,21 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import os
 import re
+import sys
 import tokenize
 from collections import defaultdict
+from types import SimpleNamespace
 from typing import Iterable, Iterator, Optional, Sequence
+
+from megatron_t2c.evaluation.tasks import NAMES, get_task, splits_for
+from megatron_t2c.utils.jsonl import JsonlContents, iter_jsonl
 
 __all__ = ["Probe", "nonws", "strip_comments", "benchmark_probes", "ProbeIndex", "iter_jsonl_texts",
            "iter_dataset_texts", "check", "format_markdown"]
 
-BENCHMARKS = ("humaneval", "mbpp")
+BENCHMARKS = NAMES
 PROBE_KINDS = ("description", "code")
 _MARKERS = re.compile(r"\[(?:descr|python|eoc|sos|new_line|indent|dedent)\]")
 
@@ -93,20 +97,13 @@ def benchmark_probes(benchmarks: Sequence[str] = BENCHMARKS, *, mbpp_path: Optio
     counts: dict[str, int] = {}
     notes: list[str] = []
     for benchmark in benchmarks:
-        if benchmark == "humaneval":
-            from megatron_t2c.evaluation.tasks.humaneval import load_humaneval
-
-            problems = load_humaneval()
-        elif benchmark == "mbpp":
-            from megatron_t2c.evaluation.tasks.mbpp import load_mbpp
-
-            try:
-                problems = [p for split in mbpp_splits for p in load_mbpp(mbpp_path, split=split)]
-            except (FileNotFoundError, ValueError) as exc:
-                notes.append(f"mbpp not checked: {exc}")
-                continue
-        else:
-            raise ValueError(f"unknown benchmark {benchmark!r}; choose from {', '.join(BENCHMARKS)}")
+        task = get_task(benchmark)
+        try:
+            problems = [p for split in splits_for(task, mbpp_splits)
+                        for p in task.load_from(SimpleNamespace(mbpp_path=mbpp_path, mbpp_split=split))]
+        except (FileNotFoundError, ValueError) as exc:
+            notes.append(f"{benchmark} not checked: {exc}")
+            continue
         counts[benchmark] = len(problems)
         probes.extend(probes_of(benchmark, problems, kinds))
     return probes, counts, notes
@@ -153,21 +150,17 @@ class ProbeIndex:
 def iter_jsonl_texts(path: str, fields: Sequence[str] = ("docstring", "code")) -> Iterator[tuple[dict, str, str]]:
     """``(where, field, text)`` for each field of each record of an extraction JSONL file, streamed;
     ``where`` holds the record ``id`` and its 1-based ``line``."""
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if not isinstance(record, dict):
-                continue
-            where = {"id": record.get("id"), "line": line_no}
-            for field in fields:
-                text = record.get(field)
-                if isinstance(text, str) and text:
-                    yield where, field, text
+    contents = JsonlContents()
+    for line_no, record in iter_jsonl(path, contents, strict=False):
+        where = {"id": record.get("id"), "line": line_no}
+        for field in fields:
+            text = record.get(field)
+            if isinstance(text, str) and text:
+                yield where, field, text
+    if contents.bad or contents.torn:  # every line is searched or reported
+        bad = contents.bad + ([(contents.torn_line, "torn_last_line")] if contents.torn else [])
+        print(f"{path}: {len(bad)} line(s) not searched: " + ", ".join(f"{n} ({why})" for n, why in bad[:10])
+              + (" ..." if len(bad) > 10 else ""), file=sys.stderr)
 
 
 def iter_dataset_texts(prefix: str, tokenizer_model: str, chunk: int = 1024) -> Iterator[tuple[dict, str, str]]:

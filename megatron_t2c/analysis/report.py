@@ -14,7 +14,7 @@ error, the report is always written)::
 
 Sections: pipeline status; the results table shaped like the paper's Table 2 (rows: MAPT, then MRPT runs by
 objective x separation; per benchmark pass@1 -- greedy, else sampled --, pass@10 and pass@100 from the
-sampled mode, incremental pass@1 micro and macro) and the evaluation coverage behind it; training curves
+sampled mode, incremental pass@1 pooled per problem -- the paper's -- and per prompt) and the evaluation coverage behind it; training curves
 (TensorBoard ``train/loss`` and ``valid/loss``, else ``log.jsonl``) as ``training_curves.png``; corpus and
 dataset statistics; t-SNE plots of embedding neighbours (:mod:`megatron_t2c.analysis.embedding_spaces`) for the MAPT
 checkpoint and one separated MRPT checkpoint; Hugging Face export verification; the contamination check
@@ -33,12 +33,14 @@ import traceback
 from typing import Callable, Optional, Sequence
 
 from megatron_t2c.utils.atomic import atomic_open, write_json
+from megatron_t2c.utils.jsonl import read_jsonl
+from megatron_t2c.evaluation.tasks import NAMES, TASKS as REGISTRY
 
 __all__ = ["Run", "discover_runs", "read_curves", "results_table", "plot_curves", "build_report",
            "TASKS", "MODES", "OBJECTIVE_ORDER", "SEPARATION_ORDER"]
 
-TASKS = ("humaneval", "mbpp")
-TASK_TITLES = {"humaneval": "HumanEval", "mbpp": "MBPP"}
+TASKS = NAMES
+TASK_TITLES = {name: task.title for name, task in REGISTRY.items()}
 MODES = ("greedy", "sampled", "incremental")
 OBJECTIVE_ORDER = ("text-code", "code", "corrupt-code", "prefix-code")
 SEPARATION_ORDER = ("none", "partial", "full", "auto")
@@ -171,13 +173,13 @@ def table_values(summaries: dict[str, dict]) -> dict[str, Optional[float]]:
     greedy, sampled, incremental = (summaries.get(m, {}) for m in MODES)
     pass1 = greedy.get("pass@1", sampled.get("pass@1"))
     return {"pass@1": pass1, "pass@10": sampled.get("pass@10"), "pass@100": sampled.get("pass@100"),
-            "incremental_micro_pass@1": incremental.get("incremental_micro_pass@1"),
-            "incremental_macro_pass@1": incremental.get("incremental_macro_pass@1")}
+            "incremental_pass@1": incremental.get("incremental_pass@1"),
+            "incremental_per_prompt_pass@1": incremental.get("incremental_per_prompt_pass@1")}
 
 
 TABLE_COLUMNS = (("pass@1", "pass@1"), ("pass@10", "pass@10"), ("pass@100", "pass@100"),
-                 ("incremental_micro_pass@1", "incr. pass@1 micro"),
-                 ("incremental_macro_pass@1", "incr. pass@1 macro"))
+                 ("incremental_pass@1", "incr. pass@1"),
+                 ("incremental_per_prompt_pass@1", "incr. pass@1 per prompt"))
 
 
 def _pct(value: Optional[float]) -> str:
@@ -202,8 +204,8 @@ def results_table(run_dir: str, runs: Sequence[Run]) -> list[str]:
 
 def coverage_table(run_dir: str, runs: Sequence[Run]) -> list[str]:
     """What each evaluation covered: samples, problems, incremental prompts, passed."""
-    lines = ["| run | benchmark | mode | samples | problems (of) | incremental prompts | passed | timed out |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| run | benchmark | mode | samples | problems (of) | incremental prompts | passed | timed out "
+             "| stop: length |", "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     found = False
     for run in runs:
         for task, modes in eval_summaries(run_dir, run.name).items():
@@ -212,7 +214,8 @@ def coverage_table(run_dir: str, runs: Sequence[Run]) -> list[str]:
                 of = f" of {s['problems_in_task']}" if "problems_in_task" in s else ""
                 lines.append(f"| `{run.name}` | {TASK_TITLES[task]} | {mode} | {s.get('samples', DASH)} | "
                              f"{s.get('problems', DASH)}{of} | {s.get('incremental_prompts', DASH)} | "
-                             f"{s.get('passed', DASH)} | {s.get('timed_out', DASH)} |")
+                             f"{s.get('passed', DASH)} | {s.get('timed_out', DASH)} | "
+                             f"{s.get('stop_length', DASH)} |")
     return lines if found else []
 
 
@@ -292,18 +295,11 @@ def plot_curves(curves: dict[str, dict], output: str) -> Optional[str]:
 
 
 def _log_records(train_dir: str) -> list[dict]:
-    path = os.path.join(train_dir, "log.jsonl")
-    out = []
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(record, dict):
-                    out.append(record)
-    return out
+    """The training log's records (a torn last line of a running or killed job is left out, with a message)."""
+    contents = read_jsonl(os.path.join(train_dir, "log.jsonl"), strict=False, quiet=True)
+    for lineno, reason in contents.bad:
+        print(f"{train_dir}/log.jsonl:{lineno}: skipped ({reason})", file=sys.stderr)
+    return [record for _, record in contents.records]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -370,7 +366,8 @@ def _results_section(ctx: _Context) -> list[str]:
         return [f"*{NOT_RUN}: no runs under `train/` or `eval/`.*"] + _mbpp_skipped(ctx)
     lines = ["Percentages. pass@1: greedy decoding (the sampled pass@1 where no greedy run exists); pass@10 and "
              "pass@100: sampling, shown only where every problem has at least k samples; incremental pass@1 "
-             "(paper §3.4): micro averages over all incremental prompts, macro over problems. "
+             "(paper §3.4): incr. pass@1 pools each problem's original and incremental prompts and averages over "
+             "problems (the paper's figure); per prompt averages over all prompts. "
              f"{DASH}: not evaluated.", ""]
     lines += results_table(ctx.run_dir, ctx.runs)
     lines += _mbpp_skipped(ctx)

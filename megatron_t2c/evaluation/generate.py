@@ -7,8 +7,9 @@
     torchrun --nproc-per-node 4 tasks/evaluate.py generate --tensor-model-parallel-size 2 ...  # TP 2 x DP 2
 
 Prompts (:mod:`megatron_t2c.evaluation.problem`): PanGu ``[descr] description [python] signature``, PyCodeGPT ``[sos] signature
-[descr] description [python]``; ``--incremental``: the incremental prompts ``<task id>#<i>`` (signature plus
-the first ``i`` reference body lines) instead of the plain ones.  The format and the objective (``prefix-code``:
+[descr] description [python]``; ``--incremental``: each plain prompt followed by its incremental prompts ``<task id>#<i>`` (signature
+plus the first ``i`` reference body lines): the pool of the paper's incremental pass@k.  Samples run to the
+model's context (``--max-new-tokens`` caps them) and stop at ``[eoc]``.  The format and the objective (``prefix-code``:
 bidirectional prompt prefix) come from the checkpoint's run info; the tokenizer from the checkpoint.
 
 **Samples** (``--output``, JSON lines; the record format that ``megatron_t2c/evaluation/execute.py`` reads): ``task_id``
@@ -18,8 +19,9 @@ prompt the lines after the reference prefix, absolute indentation), ``prompt_for
 record as ours), ``prefix_index`` (0 plain, ``i`` incremental), ``base_task_id``, ``sample_index``,
 ``source`` = ``"megatron_t2c"``, plus ``function`` (the de-normalised prompt code + ``completion``: the whole
 function as executed, with the normalised signature), ``generation`` (the
-generated normalised text), ``num_tokens``, ``stop`` (``eoc``, ``max_new_tokens``, ``context``, or ``prompt_too_long``: the prompt
-leaves no room in the model's context, the sample is empty), ``task``,
+generated normalised text), ``num_tokens``, ``stop`` (``eoc``; ``length``: the sample reached the model's
+context, or ``--max-new-tokens``; ``prompt_too_long``: the prompt leaves no room in the model's context,
+the sample is empty), ``task``,
 ``sampling`` (the settings) and ``checkpoint_iteration``.
 
 **Resume**: samples are appended and flushed as each batch finishes; rerunning the same command skips the
@@ -40,14 +42,14 @@ import os
 import sys
 import time
 import warnings
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 
-from megatron_t2c.utils.dataclass_flags import option, parse_configs
+from megatron_t2c.evaluation.tasks import NAMES as TASKS, get_task
 from megatron_t2c.inference.generator import SamplingConfig
+from megatron_t2c.utils.dataclass_flags import option, parse_configs
+from megatron_t2c.utils.jsonl import JsonlError, read_jsonl
 
-TASKS = ("humaneval", "mbpp")
 SOURCE = "megatron_t2c"
 DTYPES = ("fp32", "bf16", "fp16")
 
@@ -67,8 +69,9 @@ class GenerateConfig:
     checkpoint: str = option(help="checkpoint: a run directory (its latest iteration) or an iteration directory",
                              metavar="DIR")
     output: str = option(help="samples, JSON lines; resumed if it exists", metavar="FILE.jsonl")
-    incremental: bool = option(False, "generate for the incremental prompts (<task id>#<i>, paper §3.4) "
-                                      "instead of the plain ones")
+    incremental: bool = option(False, "also generate for every problem's incremental prompts (<task id>#<i>, "
+                                      "paper §3.4): the plain prompt and its incremental prompts, pooled per "
+                                      "problem by the execute stage's incremental pass@k")
     tokenizer_model: Optional[str] = option(None, "SentencePiece model (default: the one stored in the "
                                                   "checkpoint)", metavar="FILE")
     format: Optional[str] = option(None, "prompt format (default: the checkpoint's)",
@@ -79,7 +82,8 @@ class GenerateConfig:
                                             "from the repository root)", metavar="P")
     mbpp_split: str = option("test", "MBPP split: test (task ids 11-510) or validation (the dev set, 511-600)",
                              choices=("test", "validation"))
-    limit: Optional[int] = option(None, "only the first N prompts (problems, or incremental prompts)")
+    limit: Optional[int] = option(None, "only the first N prompts (with --incremental: whole problems, as many as "
+                                        "fit in N prompts, at least one)")
     cpu: bool = option(False, "run on the CPU (gloo) instead of CUDA")
     tensor_model_parallel_size: int = option(1, "tensor-parallel ranks per model replica (under torchrun)")
     dtype: str = option("fp32", "compute precision of the model", choices=DTYPES)
@@ -103,53 +107,35 @@ class PromptItem:
 
 
 # --------------------------------------------------------------------------------------------- prompts
-def load_problems(task: str, mbpp_path: Optional[str] = None, mbpp_split: str = "test"):
-    if task == "humaneval":
-        from megatron_t2c.evaluation.tasks.humaneval import load_humaneval
-
-        return load_humaneval()
-    if task == "mbpp":
-        from megatron_t2c.evaluation.tasks.mbpp import load_mbpp
-
-        return load_mbpp(mbpp_path, split=mbpp_split)
-    raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)}")
-
-
 def build_prompts(problems, tokenizer, fmt: str, incremental: bool, limit: Optional[int] = None) -> list[PromptItem]:
-    """The prompts in benchmark order (incremental: every problem's prompts ``#1 ..`` in turn)."""
+    """The prompts in benchmark order; ``incremental``: each problem's plain prompt then its incremental
+    prompts ``#1 ..`` (the pool of incremental pass@k), whole problems only when ``limit`` cuts."""
     items: list[PromptItem] = []
     for problem in problems:
         if limit is not None and len(items) >= limit:
             break
+        own = [PromptItem(problem.task_id, problem.task_id, 0, tuple(tokenizer.encode_sample(problem.prompt(fmt))))]
         if incremental:
-            for q in problem.incremental():
-                items.append(PromptItem(q.task_id, q.base_task_id, q.index, tuple(tokenizer.encode_sample(q.prompt(fmt)))))
-        else:
-            items.append(PromptItem(problem.task_id, problem.task_id, 0, tuple(tokenizer.encode_sample(problem.prompt(fmt)))))
-    return items[:limit] if limit is not None else items
+            own += [PromptItem(q.task_id, q.base_task_id, q.index, tuple(tokenizer.encode_sample(q.prompt(fmt))))
+                    for q in problem.incremental()]
+            if limit is not None and items and len(items) + len(own) > limit:
+                break
+        items.extend(own)
+    return items if incremental or limit is None else items[:limit]
 
 
 # ---------------------------------------------------------------------------------------------- output
 def read_done(path: str | os.PathLike) -> dict[tuple[str, int], dict]:
-    """Records already in ``path`` by ``(task_id, sample_index)``; a truncated last line is cut off the file."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):  # a killed run: drop the partial record, it is redone
-        keep = data.rfind(b"\n") + 1
-        with open(path, "r+b") as fh:
-            fh.truncate(keep)
-        print(f"{path}: dropped a truncated last line", file=sys.stderr)
-        data = data[:keep]
+    """Records already in ``path`` by ``(task_id, sample_index)``; a torn last line is cut off the file."""
+    try:
+        contents = read_jsonl(path, repair=True)
+    except JsonlError as exc:
+        raise SystemExit(f"error: {exc}: not a sample record of this stage; choose another --output") from None
     done = {}
-    for lineno, line in enumerate(data.decode("utf-8").split("\n"), 1):
-        if not line.strip():
-            continue
+    for lineno, record in contents.records:
         try:
-            record = json.loads(line)
             done[(str(record["task_id"]), int(record["sample_index"]))] = record
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError):
             raise SystemExit(f"error: {path}:{lineno} is not a sample record of this stage; choose another "
                              "--output") from None
     return done
@@ -170,7 +156,7 @@ def check_resumable(done: dict, *, task: str, fmt: str, sampling: dict, keys: se
 def make_record(item: PromptItem, sample_index: int, result, tokenizer, fmt: str, task: str, sampling: dict,
                 iteration: Any) -> dict:
     """The sample record of one generation (see the module docstring)."""
-    from megatron_t2c.inference.generator import completion_of, function_source, prompt_code_source
+    from megatron_t2c.evaluation.completions import completion_of, function_source, prompt_code_source
 
     prompt_source = prompt_code_source(tokenizer, item.ids, fmt)
     completion = completion_of(prompt_source, function_source(tokenizer, item.ids, result.tokens, fmt))
@@ -244,7 +230,7 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
         dp_size = parallel_state.get_data_parallel_world_size()
         described = sampling.describe()
 
-        items = build_prompts(load_problems(config.task, config.mbpp_path, config.mbpp_split), tokenizer, fmt, config.incremental,
+        items = build_prompts(get_task(config.task).load_from(config), tokenizer, fmt, config.incremental,
                               config.limit)
         units = [(item, s) for item in items for s in range(config.n_samples)]
         done_keys = None
@@ -266,14 +252,14 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
         if rank == 0 and config.progress and todo:
             from tqdm.auto import tqdm
 
-            bar = tqdm(total=len(todo) * sampling.max_new_tokens, unit="tok", desc=f"generate {config.task}",
+            bar = tqdm(total=sum(generator.budget(len(item.ids), sampling) for item, _ in todo), unit="tok", desc=f"generate {config.task}",
                        dynamic_ncols=True, smoothing=0.1)
         if rank == 0:
             print(f"{config.task}: {len(items)} prompts x {config.n_samples} samples, {len(units) - len(todo)} "
                   f"already in {config.output}, {len(todo)} to generate ({fmt}, {objective}, "
                   f"TP={parallel_state.get_tensor_model_parallel_world_size()}, DP={dp_size})", file=sys.stderr)
         out = open(config.output, "a", encoding="utf-8") if rank == 0 else None
-        written, tokens, start = 0, 0, time.perf_counter()
+        written, cut, tokens, start = 0, 0, 0, time.perf_counter()
         if out is not None and too_long:
             print(f"{len(too_long)} prompt(s) of {generator.context_length} tokens or more: written as empty samples "
                   "(stop = prompt_too_long)", file=sys.stderr)
@@ -301,6 +287,7 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
                     out.write("".join(json.dumps(rec) + "\n" for rec in records))
                     out.flush()
                     written += len(records)
+                    cut += sum(rec["stop"] == "length" for rec in records)
         finally:
             if out is not None:
                 out.close()
@@ -309,7 +296,7 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
         seconds = time.perf_counter() - start
         summary = {"prompts": len(items), "samples": len(units), "generated": written,
                    "skipped": len(units) - len(todo) - len(too_long),
-                   "too_long": len(too_long), "tokens_rank0": tokens, "seconds": round(seconds, 3),
+                   "too_long": len(too_long), "stop_length": cut, "tokens_rank0": tokens, "seconds": round(seconds, 3),
                    "tokens_per_second_rank0": round(tokens / seconds, 1) if seconds > 0 else None,
                    "format": fmt, "objective": objective}
         if rank == 0:

@@ -36,9 +36,13 @@ filtered distribution.  No generator state: the same seed and key give the same 
 whatever the batch size or batch companions, on resume, and for any order of work.  Under TP the chosen
 tokens are also broadcast from the first TP rank (a guard against any divergence).
 
+**Length**: by default a sample runs to the model's context (prompt + generation = context length, as the
+release generates up to 1,024 tokens in total) and stops at ``[eoc]``; ``max_new_tokens`` caps it lower.
+A sample cut by either limit has ``stop = "length"``.
+
 **Output**: the generated ids without ``[eoc]`` (a missing ``[eoc]`` never costs the last character: the
-release cut one character off the text unconditionally) -- see :func:`function_source` and
-:func:`completion_of` for the de-normalised Python.
+release cut one character off the text unconditionally) -- :mod:`megatron_t2c.evaluation.completions`
+turns them into de-normalised Python.
 """
 
 from __future__ import annotations
@@ -52,12 +56,10 @@ import torch
 from megatron_t2c.mrpt import special_tokens as st
 from megatron_t2c.utils.dataclass_flags import option
 from megatron_t2c.mrpt.modality import CODE, modality_ids
-from megatron_t2c.mrpt.normalise import denormalise
 from megatron_t2c.mrpt.objectives import OBJECTIVES, _signed, prefix_mask, splitmix64
 
 __all__ = ["SamplingConfig", "GenerationResult", "Generator", "SUPPRESSED_IDS", "uniforms", "sample_tokens",
-           "sequence_key", "prompt_code_ids", "normalised_code", "function_source", "prompt_code_source",
-           "completion_of", "full_forward_logits"]
+           "sequence_key", "full_forward_logits"]
 
 #: Ids never generated (``suppress_markers``): control pieces, opening markers and ``[MASK]``.
 SUPPRESSED_IDS = (st.PAD_ID, st.UNK_ID, st.BOS_ID, st.EOS_ID, st.DESCR_ID, st.PYTHON_ID, st.SOS_ID, st.MASK_ID)
@@ -72,8 +74,8 @@ class SamplingConfig:
     top_p: float = option(0.8, "nucleus sampling: keep the smallest set of tokens with this much probability "
                           "(1: off)")
     top_k: int = option(0, "keep only the k most likely tokens (0: off)")
-    max_new_tokens: int = option(256, "stop a sample after this many generated tokens (also at [eoc] and at "
-                                 "the model's context length)")
+    max_new_tokens: Optional[int] = option(None, "stop a sample after this many generated tokens (default: run to "
+                                           "the model's context length, as the paper; always at [eoc])")
     seed: int = option(1234, "sampling seed: with the same seed a sample is the same whatever the batch size")
 
     def __post_init__(self):
@@ -83,8 +85,8 @@ class SamplingConfig:
             raise ValueError("top_p must be in (0, 1]")
         if self.top_k < 0:
             raise ValueError("top_k must be >= 0")
-        if self.max_new_tokens < 1:
-            raise ValueError("max_new_tokens must be >= 1")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1 (or None: to the context length)")
 
     def describe(self) -> dict:
         """The settings that decide the samples (stored with every sample record)."""
@@ -99,7 +101,7 @@ class GenerationResult:
     """One finished sequence."""
 
     tokens: list[int]  # generated ids, without the [eoc]
-    stop: str  # "eoc", "max_new_tokens" or "context" (the model's context length was reached)
+    stop: str  # "eoc", or "length": max_new_tokens or the model's context length was reached
     logits: Optional[torch.Tensor] = None  # [len, V] float32 logits of each step (with return_logits)
 
     @property
@@ -233,7 +235,7 @@ class Generator:
         self.stats = {"tokens": 0, "seconds": 0.0, "prompt_tokens": 0, "sequences": 0}
         own_bar = bar is None
         if own_bar:
-            bar = self._bar(len(prompts) * sampling.max_new_tokens)
+            bar = self._bar(sum(self.budget(len(p), sampling) for p in prompts))
         start = time.perf_counter()
         try:
             with torch.no_grad(), self.model.frozen_output():  # the code-space output gathered once
@@ -250,6 +252,11 @@ class Generator:
             if own_bar and bar is not None:
                 bar.close()
         return results  # type: ignore[return-value]
+
+    def budget(self, prompt_length: int, sampling: SamplingConfig) -> int:
+        """The most tokens a prompt of ``prompt_length`` may get: to the context, or ``max_new_tokens``."""
+        room = self.context_length - prompt_length
+        return room if sampling.max_new_tokens is None else min(sampling.max_new_tokens, room)
 
     # -- internals ---------------------------------------------------------------------------------
     def _bar(self, total: int):
@@ -322,7 +329,7 @@ class Generator:
         b = len(prompts)
         lengths = torch.tensor([len(p) for p in prompts])
         length = int(lengths.max())
-        budget = [min(sampling.max_new_tokens, self.context_length - n) for n in lengths.tolist()]
+        budget = [self.budget(n, sampling) for n in lengths.tolist()]
         slots = length + max(budget)
         rows, positions, real, prefix = self._prompt_tensors(prompts)
         ctx = self._new_context(b, slots)
@@ -355,7 +362,7 @@ class Generator:
                     continue
                 out[i].append(token)
                 if len(out[i]) >= budget[i]:
-                    stops[i] = "max_new_tokens" if len(out[i]) >= sampling.max_new_tokens else "context"
+                    stops[i] = "length"
                     continue
                 keep.append(row)
             produced = len(active)
@@ -378,9 +385,9 @@ class Generator:
             ctx.sequence_len_offset += 1
             next_pos = next_pos + 1
             step += 1
-        if bar is not None:  # the bar's total assumed max_new_tokens per sequence: take off what went unused
+        if bar is not None:  # the bar's total assumed each sequence's whole budget: take off what went unused
             counted = [len(o) + (s == "eoc") for o, s in zip(out, stops)]
-            bar.total = max(bar.n, bar.total - sum(sampling.max_new_tokens - c for c in counted))
+            bar.total = max(bar.n, bar.total - sum(b - c for b, c in zip(budget, counted)))
             bar.set_postfix_str(f"{self.stats['sequences']} sequences", refresh=True)
         return [GenerationResult(tokens, stop, torch.stack(lg) if return_logits else None)
                 for tokens, stop, lg in zip(out, stops, step_logits)]
@@ -404,68 +411,3 @@ def full_forward_logits(model, tokens: Sequence[int], fmt: str, objective: str) 
                        attention_mask(ids, fmt, objective).to(device), runtime_gather_output=True,
                        label_modality=segment_ids(ids, fmt).to(device))
     return logits[0, :, :model.layout.vocab_size].float()
-
-
-# ---------------------------------------------------------------------------------------------------
-# From generated ids to Python
-# ---------------------------------------------------------------------------------------------------
-
-def prompt_code_ids(prompt: Sequence[int], fmt: str) -> tuple[list[int], list[int]]:
-    """The prompt's code as ``(header ids, body ids)``: what the generation continues.
-
-    PanGu: ``([], ids after [python])`` (the whole normalised code so far); PyCodeGPT: ``(ids between [sos]
-    and [descr], ids after [python])`` (the normalised code is ``header + " " + body``).
-    """
-    prompt = list(prompt)
-    if st.PYTHON_ID not in prompt:
-        raise ValueError("a prompt must contain [python]")
-    after = prompt[len(prompt) - prompt[::-1].index(st.PYTHON_ID):]
-    if fmt == "pangu":
-        return [], after
-    if fmt == "pycodegpt":
-        if st.SOS_ID not in prompt:
-            return [], after
-        start = prompt.index(st.SOS_ID) + 1
-        end = next((j for j in range(start, len(prompt)) if prompt[j] in (st.DESCR_ID, st.PYTHON_ID)), len(prompt))
-        return prompt[start:end], after
-    raise ValueError(f"unknown format {fmt!r}")
-
-
-def normalised_code(tokenizer, prompt: Sequence[int], generated: Sequence[int], fmt: str) -> str:
-    """The normalised code of prompt + generation (decoded together: exactly the text the model wrote)."""
-    header, body = prompt_code_ids(prompt, fmt)
-    body_text = tokenizer.detokenize(list(body) + list(generated))
-    if not header:
-        return body_text
-    return tokenizer.detokenize(header).strip() + " " + body_text.lstrip(" ")
-
-
-def function_source(tokenizer, prompt: Sequence[int], generated: Sequence[int], fmt: str,
-                    indent: str = "    ") -> str:
-    """The de-normalised Python of the prompt's code followed by the generation (a whole function)."""
-    return denormalise(normalised_code(tokenizer, prompt, generated, fmt), indent)
-
-
-def completion_of(prompt_code_source: str, function: str, indent: str = "    ") -> str:
-    """The source that follows the prompt's code in ``function`` (what a sample record's ``completion`` is).
-
-    ``prompt_code_source`` is the de-normalised prompt code (the signature, or signature + body prefix of an
-    incremental prompt), which ends at a line boundary; ``function`` the de-normalised whole.  Then
-    ``prompt_code_source + completion == function``; for a plain prompt the completion is the body, indented
-    four spaces per level, so ``signature + "\\n" + completion`` is the function.  A generation that goes on
-    on the signature's own line (``def f(x): return x``) gets that statement moved to an indented line.
-    """
-    if function.startswith(prompt_code_source):
-        return function[len(prompt_code_source):]
-    head = prompt_code_source.rstrip("\n")
-    if head and function.startswith(head):  # the last prompt line was continued on the same line
-        first, newline, rest = function[len(head):].partition("\n")
-        last_line = head.rsplit("\n", 1)[-1]
-        level = (len(last_line) - len(last_line.lstrip(" "))) // max(1, len(indent)) + 1
-        return indent * level + first.strip() + "\n" + rest
-    return function  # should not happen: the generation rewrote the prompt
-
-
-def prompt_code_source(tokenizer, prompt: Sequence[int], fmt: str, indent: str = "    ") -> str:
-    """The de-normalised code of the prompt alone (see :func:`completion_of`)."""
-    return function_source(tokenizer, prompt, [], fmt, indent)

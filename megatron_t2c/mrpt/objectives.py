@@ -23,7 +23,11 @@ Rules decided here (see the functions for details):
   special inside code (``[new_line] [indent] [dedent]``, raw ``\\n \\t \\r``: without them a model never
   learns line structure) -- or when its label is the ``[eoc]`` that closes a code segment (else a model
   never learns to stop).  Markers that open segments (``[sos] [descr] [python]``) are never code labels:
-  the prompt supplies them.  In PyCodeGPT the signature is code and is trained, except under prefix-code.
+  the prompt supplies them.  In PyCodeGPT the signature (``[sos] signature [descr] docstring [python]``)
+  is code but is never trained by the code objectives: it is always given in the prompt, and the paper's
+  release masks it (its ``code-only`` collator sets the labels of ``[sos]``, the signature, ``[descr]``,
+  the docstring and ``[python]`` to -100).  Only the body after ``[python]`` and the closing ``[eoc]`` are
+  trained.  PanGu is unchanged (its signature follows ``[python]``).
 * **Prefix** (prefix-code): every token of a document from its start through its ``[python]`` inclusive --
   PanGu ``[descr] docstring [python]``, PyCodeGPT ``[sos] signature [descr] docstring [python]`` (code-only
   samples: ``[python]`` alone, resp. ``[sos] signature [python]``) -- exactly the prompt given at generation.
@@ -123,14 +127,15 @@ def code_labels(tokens: torch.Tensor, labels: torch.Tensor, fmt: str) -> torch.B
 def loss_mask(tokens: torch.Tensor, labels: torch.Tensor, fmt: str, objective: str) -> torch.Tensor:
     """Float mask (1 = trained) over positions: which labels an objective trains; padding labels never.
 
-    ``text-code``: every position; ``code`` and ``corrupt-code``: :func:`code_labels`; ``prefix-code``:
-    :func:`code_labels` whose label is not in the prefix (PyCodeGPT: the signature is not trained).
+    ``text-code``: every position; ``code`` and ``corrupt-code``: :func:`code_labels` (PyCodeGPT: those
+    after the document's ``[python]``: not the signature); ``prefix-code``: :func:`code_labels` whose label
+    is not in the prefix (the same rule: in PyCodeGPT the signature is in the prefix).
     """
     _check_objective(objective)
     keep = labels != PAD_ID
     if objective != "text-code":
         keep = keep & code_labels(tokens, labels, fmt)
-    if objective == "prefix-code":
+    if objective == "prefix-code" or (fmt == "pycodegpt" and objective in ("code", "corrupt-code")):
         keep = keep & ~prefix_mask(_full_row(tokens, labels), fmt)[..., 1:]
     return keep.float()
 

@@ -10,18 +10,23 @@ mode       separated ids
 none       none (MAPT-style shared rows)
 full       every ordinary id, ``id >= 15`` -- the byte-fallback pieces 15-270 included: they are text (the
            bytes of rare characters) and occur in code and docstrings like any other piece
-partial    pieces that are a Python grammar word (:func:`grammar_words`), with or without SentencePiece's
-           word-boundary mark ``▁`` (U+2581): ``return``, ``▁return``, ``(``, ``▁len``, ``split`` ...
-auto       the ``k`` ids whose use differs most between docstrings and code (:func:`usage_scores`)
+partial    pieces that are a word of the PES list (:func:`grammar_words`), with or without a word-boundary
+           mark (SentencePiece's ``▁`` U+2581, byte-level BPE's ``Ġ`` U+0120): ``return``, ``▁return``,
+           ``(``, ``▁len``, ``split`` ...
+auto       the ``k`` ids whose use differs most between docstrings and code (:func:`usage_scores`); the
+           counts come from the caller (``megatron_t2c.data.modality_usage`` counts a dataset)
 =========  ================================================================================================
+
+The PES list is a file shipped beside this module (:data:`PES_TOKENS_FILE`, one word per line), the same
+whatever Python runs: every word of the paper's release ``source/python_tokens.txt`` (in its order), then
+the Python 3 keywords and soft keywords, the builtin functions, types and constants (not the exception
+classes), the operators and delimiters, and the public methods of ``str``, ``list`` and ``dict``.
 """
 
 from __future__ import annotations
 
-import builtins
-import keyword
-import token as token_module
-from typing import Iterable, Sequence
+import os
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,23 +36,32 @@ from .modality import CODE, DOCSTRING, NUM_SPECIAL, modality_ids
 MODES = ("none", "partial", "full", "auto")
 #: SentencePiece's word-boundary mark.
 SPACE_MARK = "\u2581"
+#: Byte-level BPE's (GPT-2, GPT-Neo) word-boundary mark.
+BPE_SPACE_MARK = "\u0120"
+#: The pinned PES word list shipped with the package.
+PES_TOKENS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "python_tokens.txt")
 
 
-def grammar_words() -> frozenset[str]:
-    """Python's own vocabulary, from the running interpreter.
+def read_token_list(path: str | os.PathLike) -> tuple[str, ...]:
+    """The words of a token-list file, one per line (surrounding whitespace stripped, blank lines skipped,
+    repeats kept once, first occurrence first)."""
+    with open(path, encoding="utf-8") as fh:
+        words = [line.strip() for line in fh]
+    return tuple(dict.fromkeys(w for w in words if w))
 
-    Keywords and soft keywords, every name in ``builtins``, the operators and delimiters of
-    ``token.EXACT_TOKEN_TYPES``, and the public methods of ``str``, ``list`` and ``dict``.
-    """
-    words = set(keyword.kwlist) | set(keyword.softkwlist) | set(dir(builtins))
-    words |= set(token_module.EXACT_TOKEN_TYPES)
-    for cls in (str, list, dict):
-        words |= {name for name in dir(cls) if not (name.startswith("__") and name.endswith("__"))}
-    return frozenset(words)
+
+def grammar_words(path: Optional[str | os.PathLike] = None) -> frozenset[str]:
+    """The PES words: the list in ``path`` (default: the pinned :data:`PES_TOKENS_FILE`)."""
+    return frozenset(read_token_list(path or PES_TOKENS_FILE))
 
 
 def _is_grammar_piece(piece: str, words: frozenset[str]) -> bool:
-    return piece in words or (piece.startswith(SPACE_MARK) and piece[len(SPACE_MARK):] in words)
+    if piece in words:
+        return True
+    for mark in (SPACE_MARK, BPE_SPACE_MARK):
+        if piece.startswith(mark) and piece[len(mark):] in words:
+            return True
+    return False
 
 
 def usage_scores(doc_counts: np.ndarray, code_counts: np.ndarray, *, alpha: float = 1.0) -> np.ndarray:
@@ -65,10 +79,14 @@ def usage_scores(doc_counts: np.ndarray, code_counts: np.ndarray, *, alpha: floa
 
 
 def separated_token_ids(mode: str, pieces: Sequence[str], *, k: int | None = None, doc_counts=None,
-                        code_counts=None, min_count: int = 5, alpha: float = 1.0) -> list[int]:
+                        code_counts=None, min_count: int = 5, alpha: float = 1.0,
+                        words: Optional[Iterable[str]] = None) -> list[int]:
     """Sorted base-vocabulary ids that get a code row; ``pieces[i]`` is the piece of id ``i``.
 
-    ``auto`` needs ``k`` and the usage counts (:func:`count_modality_usage`, arrays of ``len(pieces)``):
+    ``partial`` separates the pieces of ``words`` (default: :func:`grammar_words`, the pinned list).
+
+    ``auto`` needs ``k`` and the usage counts (:func:`count_modality_usage`, arrays of ``len(pieces)``;
+    ``megatron_t2c.data.modality_usage.count_dataset_usage`` counts an indexed dataset):
     among ordinary ids seen at least ``min_count`` times in both modalities together, the ``k`` with the
     highest :func:`usage_scores` (ties: lower id first) -- fewer when fewer qualify.  Deterministic.
     """
@@ -80,8 +98,8 @@ def separated_token_ids(mode: str, pieces: Sequence[str], *, k: int | None = Non
     if mode == "full":
         return list(range(NUM_SPECIAL, vocab_size))
     if mode == "partial":
-        words = grammar_words()
-        return [i for i in range(NUM_SPECIAL, vocab_size) if _is_grammar_piece(pieces[i], words)]
+        chosen = grammar_words() if words is None else frozenset(words)
+        return [i for i in range(NUM_SPECIAL, vocab_size) if _is_grammar_piece(pieces[i], chosen)]
     if k is None or k < 0 or doc_counts is None or code_counts is None:
         raise ValueError("separation 'auto' needs k >= 0 and doc_counts and code_counts")
     doc_counts, code_counts = np.asarray(doc_counts), np.asarray(code_counts)
@@ -129,20 +147,6 @@ def count_modality_usage(token_arrays: Iterable[np.ndarray], fmt: str, vocab_siz
     if batch:
         flush()
     return doc_counts, code_counts
-
-
-def count_dataset_usage(prefix: str, fmt: str, vocab_size: int, chunk_documents: int = 4096
-                        ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`count_modality_usage` over every document of a megatron-core indexed dataset ``PREFIX.{bin,idx}``."""
-    from megatron_t2c.data.preprocess.outputs import import_indexed_dataset
-
-    dataset = import_indexed_dataset().IndexedDataset(str(prefix))
-
-    def documents() -> Iterable[np.ndarray]:
-        for start in range(0, len(dataset), chunk_documents):
-            yield from dataset[start:start + chunk_documents]
-
-    return count_modality_usage(documents(), fmt, vocab_size)
 
 
 def describe(ids: Sequence[int], pieces: Sequence[str]) -> str:

@@ -52,6 +52,14 @@ class DataConfig:
     data_cache_path: Optional[str] = option(None, help="where megatron-core caches the sample indices (built "
                                             "once by rank 0 and copied to nodes that do not see it); "
                                             "default: beside each dataset")
+    packing: str = option("whole", help="rows of whole documents plus padding, none ever cut (the paper's "
+                          "packing, Appendix B.3), or megatron's continuous packing that cuts documents "
+                          "anywhere", choices=("whole", "continuous"))
+    separation_tokens: Optional[str] = option(None, help="with --separation partial (PES): the word list, one "
+                                              "token per line (default: the pinned list shipped in "
+                                              "megatron_t2c/mrpt/python_tokens.txt; the release's "
+                                              "source/python_tokens.txt reproduces its PES rows)",
+                                              metavar="FILE")
 
 
 @dataclass(kw_only=True)

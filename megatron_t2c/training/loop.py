@@ -39,7 +39,8 @@ from megatron_t2c.training import checkpointing
 from megatron_t2c.training.checkpointing import CheckpointError
 from megatron_t2c.training.metrics import StepLog, default_peak_tflops, flops_per_token
 from megatron_t2c.training.config import RunConfig
-from megatron_t2c.data.gpt_datasets import DataError, StepBatches, build_datasets, check_datasets, parse_blend, train_samples_for
+from megatron_t2c.data.gpt_datasets import (DataError, StepBatches, build_datasets, check_datasets, packing_figures,
+                                            parse_blend, train_samples_for)
 
 __all__ = ["Trainer", "setup", "pretrain", "TrainingError"]
 
@@ -55,12 +56,13 @@ class TrainingError(RuntimeError):
 # ---------------------------------------------------------------------------------------------------
 
 def _separated_ids(run: RunConfig, tokenizer, prefixes) -> list[int]:
-    from megatron_t2c.mrpt.separation import count_dataset_usage, separated_token_ids
+    from megatron_t2c.data.modality_usage import count_dataset_usage
+    from megatron_t2c.mrpt.separation import grammar_words, separated_token_ids
 
     pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
     mode = run.model.separation
     if mode != "auto":
-        return separated_token_ids(mode, pieces)
+        return separated_token_ids(mode, pieces, words=grammar_words(run.data.separation_tokens))
     doc = code = None
     for prefix in prefixes:
         d, c = count_dataset_usage(prefix, run.data.format, tokenizer.vocab_size)
@@ -315,7 +317,7 @@ def _train_iters(run: RunConfig, prefixes, global_batch: int, seq_length: int) -
         iters = t.train_iters
     else:
         samples = t.train_samples if t.train_samples is not None else train_samples_for(
-            t.epochs, prefixes, run.data.split, seq_length)
+            t.epochs, prefixes, run.data.split, seq_length, run.data.packing, t.seed)
         iters = math.ceil(samples / global_batch)
     if iters <= 0:
         raise TrainingError(f"nothing to train: {iters} steps")
@@ -418,9 +420,12 @@ def setup(run: RunConfig, console: IO[str] = sys.stdout) -> Trainer:
     valid_samples = t.eval_iters * global_batch
     train_ds, valid_ds, _ = build_datasets(
         prefixes, weights, split=run.data.split, seq_length=seq, sizes=[train_iters * global_batch, valid_samples, 0],
-        seed=t.seed, tokenizer=tokenizer, cache_path=run.data.data_cache_path)
+        seed=t.seed, tokenizer=tokenizer, cache_path=run.data.data_cache_path, packing=run.data.packing)
     if train_ds is None or len(train_ds) == 0:
         raise DataError(f"the training split ({run.data.split}) of {', '.join(prefixes)} is empty")
+    packing = packing_figures(train_ds)
+    if packing is not None and _is_last_rank():
+        console.write(f"packing (whole documents, training split, one epoch): {packing['description']}\n")
     batch_args = dict(fmt=run.data.format, objective=t.objective, micro_batch_size=t.micro_batch_size,
                       num_microbatches=global_batch // per_step, dp_rank=parallel_state.get_data_parallel_rank(),
                       dp_size=dp_size, layout=layout, seed=t.seed, vocab_size=vocab_size, device=device)
@@ -433,6 +438,14 @@ def setup(run: RunConfig, console: IO[str] = sys.stdout) -> Trainer:
         model_config=run.model, vocab_size=vocab_size, separation=run.model.separation, separated=separated,
         tokenizer_model=run.data.tokenizer_model, fmt=run.data.format, objective=t.objective, stage=stage,
         config=run.as_dict())
+    if packing is not None:
+        run_info["packing"] = {k: v for k, v in packing.items() if k != "description"}
+    if run.model.separation == "partial":  # the PES word list itself, not only the ids it gave
+        from megatron_t2c.mrpt.separation import PES_TOKENS_FILE, read_token_list
+
+        words_file = run.data.separation_tokens or PES_TOKENS_FILE
+        run_info["separation_tokens"] = {"file": os.path.abspath(words_file),
+                                         "words": list(read_token_list(words_file))}
     iteration = consumed = 0
     if resume_from:
         progress = checkpointing.load_checkpoint(resume_from, [model], optimizer, scheduler,

@@ -26,6 +26,7 @@ from typing import IO, Optional
 
 import torch
 
+from megatron_t2c.utils.jsonl import read_jsonl
 from megatron_t2c.utils.atomic import atomic_open
 
 __all__ = ["matmul_parameters", "flops_per_token", "default_peak_tflops", "StepLog"]
@@ -56,15 +57,10 @@ def truncate_jsonl(path: str, last_step: int) -> None:
     """Keep only the records with ``step <= last_step`` (and drop a torn last line), atomically."""
     if not os.path.exists(path):
         return
-    kept = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut by a kill
-            if isinstance(record, dict) and record.get("step", 0) <= last_step:
-                kept.append(json.dumps(record))
+    contents = read_jsonl(path, strict=False, quiet=True)  # a line cut by a kill is dropped
+    for lineno, reason in contents.bad:
+        print(f"{path}:{lineno}: dropped ({reason})", file=sys.stderr)
+    kept = [json.dumps(record) for _, record in contents.records if record.get("step", 0) <= last_step]
     with atomic_open(path) as fh:
         fh.write("".join(k + "\n" for k in kept))
 

@@ -101,7 +101,7 @@ def run_dir(tmp_path_factory) -> Path:
     _write(ev / "mrpt_code_partial" / "humaneval" / "sampled.summary.json",
            _summary(**{"pass@1": 0.02, "pass@10": 0.15, "samples": 200}))
     _write(ev / "mrpt_code_partial" / "mbpp" / "incremental.summary.json",
-           _summary(**{"incremental_micro_pass@1": 0.25, "incremental_macro_pass@1": 0.2, "problems": 0,
+           _summary(**{"incremental_pass@1": 0.25, "incremental_per_prompt_pass@1": 0.2, "problems": 0,
                        "incremental_prompts": 40, "incremental_problems": 8, "problems_in_task": 500}))
     _write(run / "hf" / "mrpt_code_partial" / "verify.json",
            {"max_abs_diff": 3.1e-6, "top1_agreement": 1.0, "tolerance": 1e-4, "positions": 192, "ok": True})
@@ -232,6 +232,38 @@ def test_correlation_cli_reads_both_layouts(tmp_path):
     assert "| Pearson r (n) | humaneval | mbpp_dev | mbpp_test |" in (tmp_path / "c.md").read_text()
 
 
+def test_correlation_averaged_across_models(tmp_path):
+    """Table 4: each model's r per pair and their mean over the models that define it."""
+    from megatron_t2c.analysis import checkpoint_correlation as correlation
+
+    second = {c: {"humaneval": v["humaneval"] ** 2, "mbpp_dev": 0.3 - v["mbpp_dev"], "mbpp_test": v["mbpp_test"]}
+              for c, v in HAND.items()}
+    flat = {c: dict(v, mbpp_dev=0.1) for c, v in HAND.items()}  # mbpp_dev constant: undefined for this model
+    for name, table in (("a", HAND), ("b", second), ("c", flat)):
+        for ckpt, values in table.items():
+            for testset, value in values.items():
+                _write(tmp_path / name / ckpt / testset / "greedy.summary.json", {"pass@1": value})
+    _tool("checkpoint_correlation").main(["--runs", *(f"{n}={tmp_path / n}" for n in "abc"),
+                                          "--output", str(tmp_path / "avg.json"), "--markdown", str(tmp_path / "avg.md")])
+    result = json.loads((tmp_path / "avg.json").read_text())
+    avg = result["average"]
+    names = avg["testsets"]
+    he, dev, test = (names.index(t) for t in ("humaneval", "mbpp_dev", "mbpp_test"))
+
+    def r(table, x, y):
+        cks = sorted(table)
+        return np.corrcoef([table[c][x] for c in cks], [table[c][y] for c in cks])[0, 1]
+
+    assert avg["pearson"][he][test] == pytest.approx(np.mean([r(t, "humaneval", "mbpp_test")
+                                                              for t in (HAND, second, flat)]))
+    assert avg["models"][he][test] == 3 and avg["models"][he][dev] == 2
+    assert avg["pearson"][he][dev] == pytest.approx(np.mean([r(HAND, "humaneval", "mbpp_dev"),
+                                                             r(second, "humaneval", "mbpp_dev")]))
+    assert result["average"]["per_model"]["c"]["humaneval~mbpp_dev"] is None
+    text = (tmp_path / "avg.md").read_text()
+    assert "| **average** |" in text and "| c |" in text and "undefined" in text
+
+
 # ---------------------------------------------------------------------------------------------------
 # Contamination
 # ---------------------------------------------------------------------------------------------------
@@ -309,6 +341,7 @@ def test_report_of_a_run(run_dir):
     assert rows["MRPT (`mrpt_code_partial`)"] == ["code", "partial", "1.25", "15.00", "–", "–", "–",
                                                   "–", "–", "–", "25.00", "20.00"]
     assert "| `mrpt_code_partial` | MBPP | incremental | 20 | 0 of 500 | 40 |" in text
+    assert "MBPP incr. pass@1 per prompt" in text and "micro" not in text and "macro" not in text
     assert (run_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
     assert "![training curves](training_curves.png)" in text and "(tensorboard)" in text
     assert "| `mapt` | mapt | text-code | none | 4 |" in text

@@ -21,7 +21,7 @@ from helpers.t2c_data import corpus_jsonl
 REPO = Path(__file__).resolve().parents[2]
 TOOL = REPO / "tools" / "inspect_batch.py"
 FIELDS = {"piece", "token_id", "modality", "row", "position_id", "loss", "input_id", "input_piece", "label_id",
-          "attends"}
+          "attends", "document", "padding"}
 NAMES = {0: "shared", 1: "docstring", 2: "code"}
 
 
@@ -31,8 +31,30 @@ def _run(*args):
     return [json.loads(line) for line in proc.stdout.splitlines()], proc.stderr
 
 
-def _check(sequences, fmt, objective, separated, ids, seq_length):
-    """Every field of every position against the library and the packed stream ``ids``."""
+def _continuous(ids, seq_length):
+    """GPTDataset packing of the stream ``ids``: row ``n`` is ``ids[n*S : n*S + S + 1]``."""
+    n = (len(ids) - 1) // seq_length
+    return np.stack([ids[i * seq_length:i * seq_length + seq_length + 1] for i in range(n)])
+
+
+def _whole(docs, seq_length):
+    """Whole documents in order, next-fit, padded with <pad>: a plain loop (the reference)."""
+    rows, row = [], []
+    for doc in docs:
+        doc = list(doc)
+        if len(doc) > seq_length + 1:
+            continue
+        if len(row) + len(doc) > seq_length + 1:
+            rows.append(row + [0] * (seq_length + 1 - len(row)))
+            row = []
+        row += doc
+    if row:
+        rows.append(row + [0] * (seq_length + 1 - len(row)))
+    return np.array(rows)
+
+
+def _check(sequences, fmt, objective, separated, packed_rows, seq_length):
+    """Every field of every position against the library and the packed rows."""
     vocab = pieces()
     code_rows = {t: j for j, t in enumerate(separated)}
     for n, seq in enumerate(sequences):
@@ -40,7 +62,7 @@ def _check(sequences, fmt, objective, separated, ids, seq_length):
         assert seq["separated"] == len(separated) and seq["vocab_size"] == len(vocab)
         positions = seq["positions"]
         assert len(positions) == seq["seq_length"] == seq_length and all(set(p) == FIELDS for p in positions)
-        row = ids[n * seq_length:n * seq_length + seq_length + 1]  # GPTDataset packing
+        row = packed_rows[n]
         tokens, labels = torch.from_numpy(row[:-1]), torch.from_numpy(row[1:])
         assert [p["token_id"] for p in positions] == tokens.tolist()
         assert [p["label_id"] for p in positions] == labels.tolist()
@@ -59,6 +81,12 @@ def _check(sequences, fmt, objective, separated, ids, seq_length):
             assert p["row"] == (len(vocab) + code_rows[p["input_id"]] if has_code_row else p["input_id"])
             start, end = p["attends"][0]
             assert start <= i < end and (end == i + 1 or objective == "prefix-code")
+        docs = O.document_ids(tokens).tolist()
+        padded = seq["packing"] == "whole" and (row == 0).any()
+        first_pad = int(np.argmax(row == 0)) if padded else seq_length
+        assert [p["padding"] for p in positions] == [i >= first_pad for i in range(seq_length)]
+        assert [p["document"] for p in positions] == [d if i < first_pad else None for i, d in enumerate(docs)]
+        assert seq["padding"] == seq_length - first_pad
 
 
 def test_help_has_an_example():
@@ -74,10 +102,10 @@ def test_cli_records_prefix_code_partial():
     model = str(tiny_tokenizer("bpe"))
     sequences, _ = _run("--tokenizer-model", model, "--input", str(corpus_jsonl()), "--format", "pangu",
                         "--objective", "prefix-code", "--separation", "partial", "--seq-length", "64",
-                        "--max-sequences", "5")
+                        "--max-sequences", "5", "--packing", "continuous")
     assert len(sequences) == 5
     separated = S.separated_token_ids("partial", pieces())
-    _check(sequences, "pangu", "prefix-code", separated, stream("pangu", "text-code"), 64)
+    _check(sequences, "pangu", "prefix-code", separated, _continuous(stream("pangu", "text-code"), 64), 64)
     rows = [p["row"] for s in sequences for p in s["positions"]]
     assert max(rows) >= len(pieces())  # some code tokens use their code row
     assert any(end > i + 1 for s in sequences for i, p in enumerate(s["positions"]) for _, end in p["attends"])
@@ -88,13 +116,13 @@ def test_cli_dataset_corrupt_code_auto():
     prefix = indexed_dataset("pycodegpt")
     args = ["--tokenizer-model", model, "--dataset", prefix, "--format", "pycodegpt", "--objective",
             "corrupt-code", "--separation", "auto", "--k", "30", "--seq-length", "96", "--max-sequences", "6",
-            "--seed", "11", "--print-separation"]
+            "--seed", "11", "--print-separation", "--packing", "continuous"]
     sequences, err = _run(*args)
     docs = [ids for _, ids in documents("pycodegpt", "all")]
     counts = S.count_modality_usage(docs, "pycodegpt", len(pieces()))
     separated = S.separated_token_ids("auto", pieces(), k=30, doc_counts=counts[0], code_counts=counts[1])
     assert err.strip() == S.describe(separated, pieces())
-    _check(sequences, "pycodegpt", "corrupt-code", separated, np.concatenate(docs), 96)
+    _check(sequences, "pycodegpt", "corrupt-code", separated, _continuous(np.concatenate(docs), 96), 96)
     inputs = torch.tensor([[p["input_id"] for p in s["positions"]] for s in sequences])
     tokens = torch.tensor([[p["token_id"] for p in s["positions"]] for s in sequences])
     last = torch.tensor([[s["positions"][-1]["label_id"]] for s in sequences])
@@ -104,7 +132,7 @@ def test_cli_dataset_corrupt_code_auto():
     assert (inputs != tokens).any()
     # the same seed gives the same corruption, another seed another one (in process: no second start-up)
     config = InspectConfig(tokenizer_model=model, dataset=prefix, format="pycodegpt", objective="corrupt-code",
-                           separation="auto", k=30, seq_length=96, max_sequences=6, seed=11)
+                           separation="auto", k=30, seq_length=96, max_sequences=6, seed=11, packing="continuous")
     again, other = io.StringIO(), io.StringIO()
     inspect(config, again)
     config.seed = 12
@@ -113,15 +141,26 @@ def test_cli_dataset_corrupt_code_auto():
     assert other.getvalue() != again.getvalue()
 
 
-@pytest.mark.parametrize("fmt,objective,separation", [("pycodegpt", "code", "full"), ("pangu", "text-code", "none")])
-def test_in_process(fmt, objective, separation):
-    out = io.StringIO()
+@pytest.mark.parametrize("fmt,objective,separation,packing", [("pycodegpt", "code", "full", "continuous"),
+                                                               ("pangu", "text-code", "none", "continuous"),
+                                                               ("pycodegpt", "code", "partial", "whole"),
+                                                               ("pangu", "prefix-code", "none", "whole")])
+def test_in_process(fmt, objective, separation, packing):
+    out, err = io.StringIO(), io.StringIO()
+    seq = 48 if packing == "continuous" else 256
     config = InspectConfig(tokenizer_model=str(tiny_tokenizer("bpe")), input=str(corpus_jsonl()), format=fmt,
-                           objective=objective, separation=separation, include="all", seq_length=48,
-                           max_sequences=3)
-    assert inspect(config, out) == 3
+                           objective=objective, separation=separation, include="all", seq_length=seq,
+                           max_sequences=3, packing=packing)
+    assert inspect(config, out, err) == 3
     sequences = [json.loads(line) for line in out.getvalue().splitlines()]
-    _check(sequences, fmt, objective, S.separated_token_ids(separation, pieces()), stream(fmt, "all"), 48)
+    docs = [ids for _, ids in documents(fmt, "all")]
+    rows = _continuous(stream(fmt, "all"), seq) if packing == "continuous" else _whole(docs, seq)
+    _check(sequences, fmt, objective, S.separated_token_ids(separation, pieces()), rows, seq)
+    if packing == "whole":  # the user sees the padding: positions after the last document, without loss
+        assert all(s["padding"] > 0 for s in sequences) and all(s["documents"] >= 1 for s in sequences)
+        pads = [p for s in sequences for p in s["positions"] if p["padding"]]
+        assert pads and not any(p["loss"] for p in pads) and all(p["document"] is None for p in pads)
+        assert "dropped" in err.getvalue() or all(len(d) <= seq + 1 for d in docs)
 
 
 def test_pack_and_errors(tmp_path, capsys):

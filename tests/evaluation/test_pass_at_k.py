@@ -50,3 +50,19 @@ def test_summarise_reports_k_only_where_every_problem_has_enough_samples():
     assert set(summarise({"a": [True] * 5}, ks=(1, 10))) == {"pass@1"}
     with pytest.raises(ValueError):
         summarise({})
+
+
+def test_incremental_summary_worked_example_and_k_rule():
+    from math import comb
+
+    from megatron_t2c.evaluation.pass_at_k import incremental_summary
+
+    prompts = [(200, c) for c in (0, 0, 0, 0, 0, 100, 180)]
+    got = incremental_summary({"P": prompts}, ks=(1, 10))
+    assert got["incremental_pass@10"] == pytest.approx(1 - comb(1120, 10) / comb(1400, 10), rel=1e-9)
+    assert got["incremental_per_prompt_pass@10"] == pytest.approx(
+        sum(1 - comb(200 - c, 10) / comb(200, 10) for _, c in prompts) / 7, rel=1e-9)
+    assert (round(got["incremental_pass@10"], 2), round(got["incremental_per_prompt_pass@10"], 2)) == (0.89, 0.29)
+    # a k counts only when every prompt has k samples
+    assert set(incremental_summary({"A": [(20, 1), (5, 5)], "B": [(30, 0)]}, ks=(1, 10))) == {
+        "incremental_pass@1", "incremental_per_prompt_pass@1"}

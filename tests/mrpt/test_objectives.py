@@ -63,8 +63,8 @@ PYCODEGPT_ROW = [SOS, x, y, DESCR, a, PY, z, NL, EOC, SOS, x, PY, y, EOC, SOS]
     # labels:     a  b  PY x  NL IND y  DED EOC PY z  EOC DESCR a
     ("pangu", PANGU_ROW, [0, 0, 0, 1, 1, 1, 1, 1, 1, 0, 1, 1, 0, 0], None),
     # labels:        x  y  DESCR a  PY z  NL EOC SOS x  PY y  EOC SOS
-    ("pycodegpt", PYCODEGPT_ROW, [1, 1, 0, 0, 0, 1, 1, 1, 0, 1, 0, 1, 1, 0],
-     [0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0]),
+    # PyCodeGPT: never [sos], the signature, [descr], the docstring or [python] (as the release's collator)
+    ("pycodegpt", PYCODEGPT_ROW, [0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0, 1, 1, 0], None),
 ])
 def test_loss_masks_hand_built(fmt, row, code, prefix_code):
     """Code labels (specials inside code too) and the closing [eoc]; never the opening markers."""
@@ -95,18 +95,43 @@ def test_loss_masks_on_real_rows(fmt):
     assert torch.equal(O.loss_mask(tokens, labels, fmt, "corrupt-code").bool(), code)
     assert O.loss_mask(tokens, labels, fmt, "text-code").bool().all()
     # trained: labels inside code (ordinary or special) and the [eoc] that closes code; nothing else
+    # (PyCodeGPT: not the signature, which sits in the prefix before [python])
     opening = torch.isin(labels, torch.tensor([SOS, DESCR, PY]))
     expected = ((label_seg == CODE) & ~opening) | ((labels == EOC) & (before == CODE))
+    if fmt == "pycodegpt":
+        expected &= ~O.prefix_mask(full, fmt)[:, 1:]
     assert torch.equal(code, expected)
     assert code[torch.isin(labels, torch.tensor([NL, IND, DED]))].all()
     assert code[labels == EOC].all() and not code[modality_ids(full, fmt)[:, 1:] == DOCSTRING].any()
     prefix = O.loss_mask(tokens, labels, fmt, "prefix-code").bool()
-    if fmt == "pangu":
-        assert torch.equal(prefix, code)  # the PanGu prefix holds no code
-    else:  # the signature is in the prefix: not trained
+    assert torch.equal(prefix, code)  # PanGu: the prefix holds no code; PyCodeGPT: neither objective trains it
+    if fmt == "pycodegpt":
         signature = (label_seg == CODE) & (O.prefix_mask(full, fmt)[:, 1:])
-        assert signature.any() and torch.equal(prefix, code & ~signature)
+        assert signature.any() and not code[signature].any()
     assert 0.3 < code.float().mean() < 0.95
+
+
+@pytest.mark.parametrize("objective", ["code", "corrupt-code"])
+def test_pycodegpt_code_loss_starts_after_python(objective):
+    """A plain walk over every document that starts in a row: no loss on a label from its [sos] through its
+    [python]; loss on every label after [python] through the closing [eoc]."""
+    tokens, labels, _ = packed("pycodegpt", 128, max_rows=200)
+    mask = O.loss_mask(tokens, labels, "pycodegpt", objective).tolist()
+    full = torch.cat([tokens[:, :1], labels], dim=1).tolist()
+    checked = 0
+    for row, m in zip(full, mask):
+        state = None  # None: before the first [sos] of the row (a document begun in an earlier row)
+        for j, token in enumerate(row):
+            if token == SOS:
+                state = "prefix"
+            if j > 0 and state is not None:
+                assert m[j - 1] == (0.0 if state == "prefix" else 1.0), (j, token, state)
+                checked += 1
+            if token == PY and state == "prefix":
+                state = "body"
+            elif token == EOC:
+                state = None
+    assert checked > 1000
 
 
 # ------------------------------------------------------------------------------------------- attention

