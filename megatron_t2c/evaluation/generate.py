@@ -88,6 +88,11 @@ class GenerateConfig:
     tensor_model_parallel_size: int = option(1, "tensor-parallel ranks per model replica (under torchrun)")
     dtype: str = option("fp32", "compute precision of the model", choices=DTYPES)
     progress: bool = option(True, "show a progress bar with tokens/s")
+    also_write: list[str] = option(default_factory=list,
+                                   help="also write the samples for other harnesses: evalplus:FILE (its JSONL, "
+                                        "task_id + solution) and/or bigcode:FILE (bigcode-evaluation-harness's "
+                                        "generations.json); incremental prompts are left out",
+                                   metavar="FORMAT:FILE")
 
     def __post_init__(self):
         if self.n_samples < 1 or self.batch_size < 1:
@@ -230,8 +235,8 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
         dp_size = parallel_state.get_data_parallel_world_size()
         described = sampling.describe()
 
-        items = build_prompts(get_task(config.task).load_from(config), tokenizer, fmt, config.incremental,
-                              config.limit)
+        problems = get_task(config.task).load_from(config)
+        items = build_prompts(problems, tokenizer, fmt, config.incremental, config.limit)
         units = [(item, s) for item in items for s in range(config.n_samples)]
         done_keys = None
         if rank == 0:
@@ -300,10 +305,27 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
                    "tokens_per_second_rank0": round(tokens / seconds, 1) if seconds > 0 else None,
                    "format": fmt, "objective": objective}
         if rank == 0:
+            summary["also_written"] = write_other_formats(config, problems)
             print(json.dumps(summary), file=sys.stderr)
         return summary
     finally:
         parallel.destroy_distributed()
+
+
+def write_other_formats(config: GenerateConfig, problems) -> list[dict]:
+    """Convert the finished samples file for ``--also-write`` (:mod:`megatron_t2c.evaluation.interchange`)."""
+    from megatron_t2c.evaluation.interchange import convert_samples, parse_targets
+
+    targets = parse_targets(config.also_write)
+    if not targets:
+        return []
+    records = [record for _, record in read_jsonl(config.output, missing_ok=False).records]
+    order = {p.task_id: i for i, p in enumerate(problems)}
+    wanted = [p for p in problems if any(str(r["task_id"]).partition("#")[0] == p.task_id for r in records)]
+    if config.limit is None:  # every problem: keep the benchmark's order and length (bigcode needs them all)
+        wanted = list(problems)
+    records.sort(key=lambda r: (order.get(str(r["task_id"]).partition("#")[0], 0), int(r.get("sample_index", 0))))
+    return [convert_samples(records, wanted, fmt, path) for fmt, path in targets]
 
 
 def main(argv: Sequence[str] | None = None, prog: str = "t2c evaluate generate") -> dict[str, Any]:
