@@ -64,7 +64,8 @@ class PipelineConfig:
     max_new_tokens: int = option(64, help="generation limit per sample")
     n_samples: int = option(10, help="samples per problem for pass@k (k <= n)")
     sample_problems: int = option(20, help="problems per benchmark that get --n-samples samples")
-    incremental_prompts: int = option(60, help="incremental prompts per benchmark (the first ones)")
+    incremental_prompts: int = option(60, help="incremental prompts per benchmark: the first whole problems (each with "
+                                                  "its plain prompt) that fit in this many prompts")
     greedy_problems: Optional[int] = option(None, help="problems per benchmark for greedy pass@1 (None: all)")
     eval_batch_size: int = option(32, help="sequences decoded together")
     workers: int = option(os.cpu_count() or 1, help="execution sandbox workers")
