@@ -82,12 +82,12 @@ class PipelineConfig:
 class Pipeline:
     """Runs the stages of a :class:`PipelineConfig`, skipping finished ones and timing the others."""
 
-    def __init__(self, config: PipelineConfig, out=sys.stdout):
+    def __init__(self, config: PipelineConfig, out=None):
         if config.cpu is None:
             import torch
 
             config = dataclasses.replace(config, cpu=not torch.cuda.is_available())
-        self.c, self.out = config, out
+        self.c, self.out = config, out or sys.stdout  # resolved now: a default bound at import goes stale
         self.run_dir = os.path.abspath(config.run_dir)
         self.data = os.path.join(self.run_dir, "data")
         self.timings_path = os.path.join(self.run_dir, "timings.json")

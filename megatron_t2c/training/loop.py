@@ -324,9 +324,11 @@ def _train_iters(run: RunConfig, prefixes, global_batch: int, seq_length: int) -
     return iters
 
 
-def setup(run: RunConfig, console: IO[str] = sys.stdout) -> Trainer:
+def setup(run: RunConfig, console: Optional[IO[str]] = None) -> Trainer:
     """Everything :meth:`Trainer.train` needs (the distributed state must not be initialised yet)."""
     from megatron.core import parallel_state
+
+    console = console or sys.stdout
     from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
@@ -466,7 +468,7 @@ def setup(run: RunConfig, console: IO[str] = sys.stdout) -> Trainer:
                    start_time=start_time)
 
 
-def pretrain(run: RunConfig, console: IO[str] = sys.stdout) -> dict:
+def pretrain(run: RunConfig, console: Optional[IO[str]] = None) -> dict:
     """Set up, train, tear down; returns :meth:`Trainer.train`'s summary."""
     from megatron_t2c.runtime import distributed as parallel
 

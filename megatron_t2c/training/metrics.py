@@ -69,8 +69,9 @@ class StepLog:
     """Writes each step's figures (only on the rank that has the loss: the last rank)."""
 
     def __init__(self, *, active: bool, jsonl: Optional[str], tensorboard_dir: Optional[str], log_interval: int,
-                 objective: str, resumed_step: int = 0, console: IO[str] = sys.stdout):
-        self.active, self.log_interval, self.objective, self.console = active, max(1, log_interval), objective, console
+                 objective: str, resumed_step: int = 0, console: Optional[IO[str]] = None):
+        self.active, self.log_interval, self.objective = active, max(1, log_interval), objective
+        self.console = console or sys.stdout
         self.jsonl = self.writer = None
         if not active:
             return

@@ -27,7 +27,8 @@ def test_sizes_follow_megatron_padding():
     one = _layout("full", 1)
     assert (one.shard_size, one.code_rows_per_rank, one.table_size) == (320, 320, 640)
     partial = _layout("partial", 1)
-    assert 0 < partial.num_separated < 100 and partial.code_rows_per_rank == 64
+    assert 0 < partial.num_separated < 100  # code rows padded to the divisor (64 here), as the base rows
+    assert partial.code_rows_per_rank == 64 * -(-partial.num_separated // 64)
     assert RowLayout([5, 3, 5], 10, 1, 8).separated == (3, 5)
     with pytest.raises(ValueError):
         RowLayout([10], 10, 1)
