@@ -1,9 +1,10 @@
 """The text-to-code GPT: megatron-core's ``GPTModel`` with a modality-split, tied embedding (paper §2.2).
 
 * **Presets** (paper Table 5): ``pangu-100m`` (12 layers, hidden 768, 12 heads), ``pangu-350m`` (24, 1024,
-  16), ``pycodegpt-100m`` (12, 768, 12); context 1024; GELU MLP of 4x hidden; learned absolute positions
-  (or RoPE); input and output embeddings tied.  :class:`ModelConfig` holds a preset plus overrides and is
-  exposed on the command line through :func:`megatron_t2c.utils.dataclass_flags.option`.
+  16), ``pycodegpt-100m`` (12, 768, 12); PanGu-Coder's ``pangu-2.6b`` (32, 2560, 32); context 1024; GELU MLP
+  of 4x hidden; learned absolute positions (or RoPE); input and output embeddings tied.  :class:`ModelConfig`
+  holds a preset plus overrides and is exposed on the command line through
+  :func:`megatron_t2c.utils.dataclass_flags.option`.
 * **Layers**: megatron's local layer spec with the core attention of :mod:`megatron_t2c.models.attention`.
 * **Embedding**: megatron's own ``VocabParallelEmbedding``, sized and laid out by a
   :class:`~megatron_t2c.models.row_layout.RowLayout`; the model's ``input_ids`` are *row* ids
@@ -72,6 +73,9 @@ PRESETS: dict[str, Preset] = {
     "pangu-100m": Preset(12, 768, 12),
     "pangu-350m": Preset(24, 1024, 16),
     "pycodegpt-100m": Preset(12, 768, 12),
+    # PanGu-Coder 2.6B (Christopoulou et al. 2022, arXiv 2207.11280): the PanGu-alpha 2.6B shape -- 32 layers,
+    # hidden 2560, 32 heads, context 1024 (PanGu-alpha's last layer is its "query layer"; here an ordinary one)
+    "pangu-2.6b": Preset(32, 2560, 32),
 }
 
 
