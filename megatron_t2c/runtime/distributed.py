@@ -21,7 +21,8 @@ from megatron.core import parallel_state, tensor_parallel
 
 from megatron_t2c.runtime import cpu_compat as compat
 
-__all__ = ["initialize_distributed", "destroy_distributed", "free_port", "launched_by_torchrun"]
+__all__ = ["initialize_distributed", "destroy_distributed", "free_port", "launched_by_torchrun",
+           "load_in_this_process"]
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -105,3 +106,19 @@ def destroy_distributed(keep_process_group: bool = False) -> None:
     # Models, optimisers and megatron's group handles form reference cycles that hold the groups' sockets
     # and pipes: free them now, so that a process running many stages in turn does not run out of files.
     gc.collect()
+
+
+def load_in_this_process(state_dict: dict, storage_reader) -> None:
+    """``torch.distributed.checkpoint.load`` of ``state_dict`` by this process alone, whether or not a process
+    group exists (no collective).  ``load`` takes ``no_dist`` from torch 2.7; torch 2.6 (the oldest release
+    megatron-core 0.16.1 accepts) has it only on the loader that ``load`` calls for plain tensors."""
+    import inspect
+
+    from torch.distributed import checkpoint as dcp
+
+    if "no_dist" in inspect.signature(dcp.load).parameters:
+        dcp.load(state_dict, storage_reader=storage_reader, no_dist=True)
+    else:
+        from torch.distributed.checkpoint.state_dict_loader import _load_state_dict
+
+        _load_state_dict(state_dict, storage_reader, no_dist=True)
