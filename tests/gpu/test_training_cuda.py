@@ -49,6 +49,22 @@ def torchrun(args: list[str]) -> subprocess.Popen:
                             text=True, env=env, cwd=REPO, start_new_session=True)
 
 
+def kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every process under it (torchrun starts its ranks in sessions of their own,
+    so killing the launcher's process group would leave them training)."""
+    import psutil
+
+    launcher = psutil.Process(proc.pid)
+    ranks = launcher.children(recursive=True)
+    for p in [*ranks, launcher]:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    psutil.wait_procs(ranks, timeout=30)
+
+
 def steps(path: Path) -> list[dict]:
     return [r for r in map(json.loads, path.read_text().splitlines()) if "loss" in r]
 
@@ -86,8 +102,7 @@ def test_sigkill_and_resume_is_bit_identical_on_cuda(data, tmp_path):
         if (out / "log.jsonl").exists() and len(steps(out / "log.jsonl")) >= 6:
             break
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_tree(proc)
     assert (out / "ckpt" / "latest_checkpointed_iteration.txt").read_text().strip() == "4"
     resumed = torchrun(args)
     output = resumed.communicate(timeout=300)[0]
