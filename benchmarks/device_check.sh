@@ -23,7 +23,7 @@
 #   environment    python, torch, CUDA, the card, the installed versions     -> environment.json
 #   install        the missing wheels from .whl/                              -> install.log
 #   pytest-gpu     pytest -m gpu (tests/gpu/)                                 -> pytest_gpu.xml, pytest-gpu.log
-#   throughput     benchmarks/gpu_throughput.py, 100M + 350M, every case      -> gpu_throughput.json
+#   throughput     benchmarks/gpu_throughput.py, 350M then 100M, every case  -> gpu_throughput.json
 #   throughput-2.6b  pangu-2.6b, distributed optimizer + full recompute       -> gpu_throughput_2p6b.json
 #   sampling       benchmarks/generation_throughput.py, pangu-350m, n=200     -> generation_throughput.json
 # and summary.json: each step's exit status and seconds (124: cut at its limit).
@@ -66,7 +66,7 @@ modules=(
 # name | seconds | command (run from the repository root with the venv's python as $PY)
 steps=(
   "pytest-gpu|170|\$PY -m pytest -m gpu tests/gpu -q -rA --junitxml \"\$OUT/pytest_gpu.xml\""
-  "throughput|160|\$PY benchmarks/gpu_throughput.py --steps 5 --warmup 2 --output \"\$OUT/gpu_throughput.json\""
+  "throughput|160|\$PY benchmarks/gpu_throughput.py --presets pangu-350m pangu-100m --steps 5 --warmup 2 --output \"\$OUT/gpu_throughput.json\""
   "throughput-2.6b|60|\$PY benchmarks/gpu_throughput.py --presets pangu-2.6b --stock dense --backends flex sdpa --separations full --objectives prefix-code --use-distributed-optimizer --recompute-activations full --micro-batch-size 8 --steps 4 --warmup 2 --no-check-loss --output \"\$OUT/gpu_throughput_2p6b.json\""
   "sampling|60|\$PY benchmarks/generation_throughput.py --preset pangu-350m --dtype bf16 --separation full --problems 1 --n-samples 200 --batch-size 200 --max-new-tokens 128 --repeats 2 --output \"\$OUT/generation_throughput.json\""
 )
