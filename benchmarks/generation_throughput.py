@@ -249,6 +249,33 @@ def hf_generate_figures(cfg, model, config, tok_path, prompts, sampling, work: s
         return {"available": False, "reason": f"{type(exc).__name__}: {exc}"[:300]}
 
 
+#: the issue's sampling goal: our KV-cached sampler against HF generate() of the exported model
+HF_SPEEDUP_GOAL = 2.0
+
+
+def sampling_goal(figures: dict) -> dict:
+    """The goal (ours >= 2x HF ``generate()`` tokens/s, same prompts and batch), met or not, or not measured."""
+    ratio = figures.get("ours_over_hf_generate")
+    return {"goal": f"ours >= {HF_SPEEDUP_GOAL:g}x HF generate() tokens/s", "value": ratio,
+            "met": None if ratio is None else ratio >= HF_SPEEDUP_GOAL}
+
+
+def summary(figures: dict) -> str:
+    """One line: ours beside HF generate() and the no-cache anchor, and the goal."""
+    parts = [f"{figures['device']}: ours (KV cache) {figures['kv_cached']['tokens_per_s']:.1f} tok/s"]
+    hf = figures.get("hf_generate")
+    if hf is not None:
+        parts.append(f"HF generate() {hf['tokens_per_s']:.1f} tok/s" if hf.get("available")
+                     else f"HF generate() unavailable ({hf.get('reason', '?')})")
+    if "no_cache_anchor" in figures:
+        parts.append(f"no-cache anchor {figures['no_cache_anchor']['tokens_per_s']:.1f} tok/s")
+    goal = figures["goal"]
+    if goal["met"] is not None:
+        parts.append(f"ours/HF {goal['value']:.2f}x: goal {goal['goal']} {'met' if goal['met'] else 'NOT met'}"
+                     + (" (CPU figures say nothing about a GPU's)" if figures["device"] == "cpu" else ""))
+    return " | ".join(parts)
+
+
 def main(argv=None) -> dict:
     cfg = parse_config(BenchConfig, argv, description=__doc__.split("\n\n")[0], epilog="example:\n  python benchmarks/generation_throughput.py --smoke\n  python benchmarks/generation_throughput.py --preset pangu-350m --dtype bf16 --n-samples 200 --batch-size 200")
     if cfg.smoke:
@@ -302,7 +329,9 @@ def main(argv=None) -> dict:
                                                          / figures["hf_generate"]["tokens_per_s"], 2)
     finally:
         distributed.destroy_distributed()
+    figures["goal"] = sampling_goal(figures)
     print(json.dumps(figures, indent=2))
+    print(summary(figures))
     if cfg.output:
         with open(cfg.output, "w", encoding="utf-8") as fh:
             json.dump(figures, fh, indent=2)

@@ -55,7 +55,15 @@ Goals (issue 8, printed as met / NOT met): ``pangu-350m`` ``full`` ``prefix-code
 the stock ``dense`` step; ``pangu-100m`` >= 35 % MFU; every objective x separation within 5 % of
 ``text-code``/``none`` of the same backend.
 
+**2.6B** (``--presets pangu-2.6b``, PanGu-Coder's shape): tokens/s, MFU and peak memory on one card with
+``--use-distributed-optimizer`` and ``--recompute-activations full`` (bf16 weights, fp32 gradients, fp32
+master weights and Adam states: 16 bytes per parameter before activations).  The issue's H200 anchors
+(stock dense / SDPA causal-only / FlexAttention, 100M and 350M) are printed beside this run's figures.
+
     python benchmarks/gpu_throughput.py --output gpu_throughput.json        # H100/H200, a few minutes
+    python benchmarks/gpu_throughput.py --presets pangu-2.6b --stock dense --backends flex --separations full \
+        --objectives prefix-code --use-distributed-optimizer --recompute-activations full --micro-batch-size 8 \
+        --no-check-loss --output gpu_throughput_2p6b.json                  # one card, a minute
     python benchmarks/gpu_throughput.py --smoke                             # CPU, seconds (CI)
 """
 
@@ -79,6 +87,8 @@ import torch
 from megatron_t2c.utils.dataclass_flags import option, parse_config
 
 PRESETS = ("pangu-100m", "pangu-350m")
+#: run only when named (``--presets pangu-2.6b``): one card needs activation recompute for it
+LARGE_PRESETS = ("pangu-2.6b",)
 OBJECTIVES = ("text-code", "code", "corrupt-code", "prefix-code")
 SEPARATIONS = ("none", "partial", "full")
 BACKENDS = ("sdpa", "flex")
@@ -87,6 +97,12 @@ STOCK_VARIANTS = ("dense", "sdpa-causal", "flex")
 MFU_GOALS = {"pangu-350m": 0.45, "pangu-100m": 0.35}
 SPEEDUP_GOAL = ("pangu-350m", "full", "prefix-code", 2.7)
 SPREAD_GOAL = 0.05
+#: the issue's anchors (tokens/s), measured on an H200: torch 2.11, megatron-core 0.16.1 local spec, bf16,
+#: seq 1024, micro-batch 16 -- printed beside this run's figures of the same cases
+ANCHORS = {"card": "NVIDIA H200", "tokens_per_s": {
+    "pangu-100m/stock/dense": 150e3, "pangu-350m/stock/dense": 60.5e3,
+    "pangu-100m/stock/sdpa-causal": 343e3, "pangu-350m/stock/sdpa-causal": 165e3,
+    "pangu-100m/stock/flex": 318e3, "pangu-350m/stock/flex": 147e3}}
 #: loss-agreement floors (mean absolute per-token difference, and difference of the mean loss)
 TOLERANCE_FLOOR = {"fp32": 1e-4, "bf16": 1e-2}
 #: tiny overrides of ``--smoke`` (CPU, fp32, a few seconds)
@@ -99,7 +115,9 @@ class BenchConfig:
     """Benchmark settings."""
 
     smoke: bool = option(False, help="CPU, fp32, 2 layers x hidden 64, 128 tokens, one preset: seconds (CI)")
-    presets: list[str] = option(default_factory=lambda: list(PRESETS), help="model presets", choices=PRESETS)
+    presets: list[str] = option(default_factory=lambda: list(PRESETS), help="model presets (pangu-2.6b only "
+                                "when named: with --recompute-activations full and --use-distributed-optimizer)",
+                                choices=PRESETS + LARGE_PRESETS)
     objectives: list[str] = option(default_factory=lambda: list(OBJECTIVES), help="objectives of our model",
                                    choices=OBJECTIVES)
     separations: list[str] = option(default_factory=lambda: list(SEPARATIONS), help="separations of our model",
@@ -121,6 +139,9 @@ class BenchConfig:
     attention_dropout: float = option(0.1, help="attention dropout (stock dense, sdpa; flex has none: 0)")
     recompute_activations: str = option("none", help="activation recompute of every model",
                                         choices=("none", "selective", "full"))
+    use_distributed_optimizer: bool = option(False, help="megatron's distributed optimiser (its fp32 main "
+                                             "weights and Adam states sharded over data-parallel ranks; one "
+                                             "rank here)")
     compile: bool = option(False, help="torch.compile each TransformerLayer of our models (layer.compile())")
     chunked_head: bool = option(False, help="our models' LM head + cross-entropy fused and chunked "
                                 "(ModelConfig.chunked_head: megatron_t2c.models.tied_output; TP=1): the lever's A/B")
@@ -238,10 +259,11 @@ def wrap_for_training(bench: BenchConfig, module, tc):
 
     if bench.precision == "bf16":
         module = Float16Module(tc, module)
-    model = DistributedDataParallel(tc, DistributedDataParallelConfig(grad_reduce_in_fp32=True), module=module)
+    model = DistributedDataParallel(tc, DistributedDataParallelConfig(
+        grad_reduce_in_fp32=True, use_distributed_optimizer=bench.use_distributed_optimizer), module=module)
     optimizer = get_megatron_optimizer(OptimizerConfig(
         optimizer="adam", lr=1e-4, weight_decay=0.01, clip_grad=1.0, bf16=bench.precision == "bf16",
-        params_dtype=tc.params_dtype), [model])
+        params_dtype=tc.params_dtype, use_distributed_optimizer=bench.use_distributed_optimizer), [model])
     tc.grad_scale_func = optimizer.scale_loss
     tc.no_sync_func = model.no_sync
     tc.finalize_model_grads_func = finalize_model_grads
@@ -528,6 +550,18 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def anchor_rows(rows: list[dict], device_name: str) -> list[dict]:
+    """This run's tokens/s beside the issue's anchors for the same cases."""
+    out = []
+    for r in rows:
+        anchor = ANCHORS["tokens_per_s"].get(r["case"])
+        if anchor is not None:
+            out.append({"case": r["case"], "tokens_per_s": r["tokens_per_s"], "anchor_tokens_per_s": anchor,
+                        "anchor_card": ANCHORS["card"], "this_card": device_name,
+                        "same_card": ANCHORS["card"] in device_name, "ratio": r["tokens_per_s"] / anchor})
+    return out
+
+
 def main(argv=None) -> dict:
     bench = parse_config(BenchConfig, argv=argv, description=__doc__.split("\n")[0], epilog="example:\n  python benchmarks/gpu_throughput.py --output gpu_throughput.json   # on an H100/H200\n  python benchmarks/gpu_throughput.py --smoke                        # CPU, seconds")
     bench.apply_smoke()
@@ -552,7 +586,8 @@ def main(argv=None) -> dict:
     print(f"device {device_name} | torch {torch.__version__} | {bench.precision} | micro-batch "
           f"{bench.micro_batch_size} x {bench.seq_length} | vocab {bench.vocab_size} | peak "
           f"{peak or '-'} TFLOP/s | {sum(len(n) for _, n in variants)} cases | compile {bench.compile} | "
-          f"chunked head {bench.chunked_head} | recompute {bench.recompute_activations}", flush=True)
+          f"chunked head {bench.chunked_head} | recompute {bench.recompute_activations} | distributed optimizer "
+          f"{bench.use_distributed_optimizer}", flush=True)
     for note in notes:
         print(f"  skipped {note}")
     rows, checks, errors = [], [], []
@@ -597,6 +632,7 @@ def main(argv=None) -> dict:
     finally:
         distributed.destroy_distributed()
     result["goals"] = goal_rows = goals(rows)
+    result["anchors"] = anchors = anchor_rows(rows, device_name)
     result["loss_check_passed"] = all(c["passed"] for c in checks) if checks else None
     print()
     print(f"{device_name}, {bench.precision}, micro-batch {bench.micro_batch_size} x {bench.seq_length}: median of "
@@ -606,6 +642,12 @@ def main(argv=None) -> dict:
         failed = [c["case"] for c in checks if not c["passed"]]
         print(f"\nloss agreement with the stock dense model ({bench.precision}): {len(checks) - len(failed)}/"
               f"{len(checks)} within tolerance" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
+    if anchors:
+        print(f"\nthis run ({device_name}) beside the issue's anchors ({ANCHORS['card']}, bf16, micro-batch 16 x 1024)"
+              + ("" if any(a["same_card"] for a in anchors) else ": another card or shape, not comparable"))
+        for a in anchors:
+            print(f"  {a['case']:<32} {a['tokens_per_s']:10.0f} tok/s   anchor {a['anchor_tokens_per_s']:9.0f} tok/s"
+                  f"   {a['ratio']:.2f}x")
     for e in errors:
         print(f"error {e['case']}: {e['error']}")
     if goal_rows and bench.cpu:

@@ -81,6 +81,8 @@ def read_tables(path: str) -> tuple[np.ndarray, Optional[np.ndarray], dict]:
     import torch
     import torch.distributed.checkpoint as dcp
 
+    from megatron_t2c.utils.dist_checkpoint import load_in_this_process
+
     reader = dcp.FileSystemReader(ckpt)
     metadata = reader.read_metadata().state_dict_metadata
     keys = [BASE_KEY] + ([CODE_KEY] if info["separated_ids"] else [])
@@ -90,7 +92,7 @@ def read_tables(path: str) -> tuple[np.ndarray, Optional[np.ndarray], dict]:
     state = {k: torch.empty(metadata[k].size, dtype=metadata[k].properties.dtype) for k in keys}
     with warnings.catch_warnings():  # "torch.distributed is ... uninitialized, assuming ... a single process"
         warnings.simplefilter("ignore")
-        dcp.load(state, storage_reader=reader, no_dist=True)
+        load_in_this_process(state, reader)
     base = state[BASE_KEY].float().numpy()
     code = state[CODE_KEY].float().numpy() if CODE_KEY in state else None
     return base, code, info

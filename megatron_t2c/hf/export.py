@@ -73,13 +73,13 @@ class MegatronTensors:
         return torch.empty(shape, dtype=dtype, device="meta")
 
     def load(self, key: str) -> torch.Tensor:
-        from torch.distributed.checkpoint import load
+        from megatron_t2c.utils.dist_checkpoint import load_in_this_process
 
         shape, dtype = self.shapes[key]
         tensor = torch.empty(shape, dtype=dtype)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            load({key: tensor}, storage_reader=self._reader_class(self.path), no_dist=True)
+            load_in_this_process({key: tensor}, self._reader_class(self.path))
         return tensor
 
 

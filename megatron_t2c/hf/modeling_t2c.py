@@ -38,6 +38,10 @@ from .configuration_t2c import T2CConfig
 from .modality import CODE, modality_ids, segment_ids
 from .objectives import document_ids, prefix_mask
 
+
+# the outputs' cache field: ``cache`` from transformers 5.24, ``past_key_values`` before (5.17 on GPU machines)
+_OUTPUT_CACHE = "cache" if "cache" in getattr(CausalLMOutputWithPast, "__dataclass_fields__", {}) else "past_key_values"
+
 __all__ = ["T2CPreTrainedModel", "T2CModel", "T2CForCausalLM", "modality_inputs"]
 
 
@@ -304,7 +308,7 @@ class T2CForCausalLM(T2CPreTrainedModel, GenerationMixin):
         if labels is not None:
             loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device),
                                    ignore_index=-100)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=cache if use_cache else None)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, **{_OUTPUT_CACHE: cache if use_cache else None})
 
     def prepare_inputs_for_generation(self, input_ids, *args, **kwargs):
         """Hugging Face's inputs, plus the modality of the new tokens computed from the full ``input_ids``."""

@@ -80,8 +80,10 @@ def _block_mask(masked: Optional[torch.Tensor], batch: int, sq: int, sk: int, de
 
         return create_block_mask(mask_mod, None, None, sq, sk, device=device)
 
+    rows = masked[:, 0]  # [b or 1, sq, sk]: torch 2.6's vmap cannot mix an int index with the batched ones
+
     def mask_mod(b, h, q, kv):  # noqa: F811 - reads the dense mask; exact for any mask shape
-        return ~masked[b, 0, q, kv] & in_window(q, kv)
+        return ~rows[b, q, kv] & in_window(q, kv)
 
     return create_block_mask(mask_mod, masked.shape[0], None, sq, sk, device=device)
 

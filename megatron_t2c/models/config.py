@@ -60,6 +60,9 @@ PRESETS: dict[str, Preset] = {
     "pangu-100m": Preset(12, 768, 12),
     "pangu-350m": Preset(24, 1024, 16),
     "pycodegpt-100m": Preset(12, 768, 12),
+    # PanGu-Coder 2.6B (Christopoulou et al. 2022, arXiv 2207.11280): the PanGu-alpha 2.6B shape -- 32 layers,
+    # hidden 2560, 32 heads, context 1024 (PanGu-alpha's last layer is its "query layer"; here an ordinary one)
+    "pangu-2.6b": Preset(32, 2560, 32),
 }
 
 

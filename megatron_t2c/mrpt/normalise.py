@@ -19,7 +19,11 @@ is written ``a[ indent]`` so that it cannot be mistaken for a marker: the AST is
 
 The scanner is a single regular expression over the source (strings, comments, continuations and line
 breaks) with bracket depth counted in the C-level gaps between matches, several times faster than the
-``tokenize`` module; tests check it against ``tokenize`` on the whole standard library.
+``tokenize`` module; tests check it against ``tokenize`` on the whole standard library.  f-strings (and
+PEP 750 t-strings) are read with the PEP 701 grammar of Python 3.12 on any Python: a replacement field may
+hold strings with the same quotes, comments and line breaks, so their extent is found by a small scanner
+over the literal text, the fields and the format specs (:func:`_template_end`).  Any string literal, an
+f-string included, is one token whose text is kept exactly.
 """
 
 from __future__ import annotations
@@ -38,14 +42,156 @@ _STRING = r"""
    | '[^'\\\n]*(?:\\.[^'\\\n]*)*'
    | "[^"\\\n]*(?:\\.[^"\\\n]*)*"
  )"""
+_PLAIN_STRING = re.compile(_STRING, re.VERBOSE | re.DOTALL)
 # One match per interesting item, with the plain text before it (no quote, comment, backslash or line
-# break) consumed by a fast character-class loop: that gap is where brackets are counted.
-_SCAN = re.compile(rf"""[^'"\#\\\n]*(?:(?P<s>{_STRING})|(?P<c>\#[^\n]*)|(?P<k>\\\n)|(?P<n>\n))""",
+# break) consumed by a fast character-class loop: that gap is where brackets are counted.  ``q`` is a
+# quote that opens no literal of the regular grammar (an f-string spanning lines, or an unterminated one).
+_SCAN = re.compile(rf"""[^'"\#\\\n]*(?:(?P<s>{_STRING})|(?P<c>\#[^\n]*)|(?P<k>\\\n)|(?P<n>\n)|(?P<q>['"]))""",
                    re.VERBOSE | re.DOTALL)
 _MARKER_TEXT = re.compile(r"\[(new_line|indent|dedent)\]")
-# string literals or marker text: markers inside strings are left alone
-_MARKER_SCAN = re.compile(rf"(?P<s>{_STRING})|(?P<m>\[(?:new_line|indent|dedent)\])",
-                          re.VERBOSE | re.DOTALL)
+# an opening quote (the literal is skipped with _string_end) or marker text: markers inside strings are
+# left alone
+_MARKER_SCAN = re.compile(r"""(?P<q>['"])|(?P<m>\[(?:new_line|indent|dedent)\])""")
+
+# String prefixes whose literals have replacement fields: f-strings, and t-strings (PEP 750, Python 3.14),
+# which share the f-string grammar.
+_TEMPLATE_PREFIXES = frozenset({"f", "rf", "fr", "t", "rt", "tr"})
+# the characters at which an f-string's literal text (or format spec), and a replacement field, change state
+_LITERAL_STOP = re.compile(r"""[\\{}'"\n]""")
+_FIELD_STOP = re.compile(r"""[\\{}()\[\]'"\#:\n]""")
+
+
+def _prefix(source: str, quote: int) -> str:
+    """The string prefix (lower case) before the opening quote at ``quote``: the identifier characters
+    that precede it, as the tokenizer reads them (``ref"x"`` is the name ``ref`` and a plain string)."""
+    i = quote
+    while i > 0 and (source[i - 1].isalnum() or source[i - 1] == "_"):
+        i -= 1
+    return source[i:quote].lower()
+
+
+def _string_end(source: str, quote: int) -> int:
+    """Offset just past the string literal whose opening quote is at ``quote`` (any prefix before it).
+
+    Raises ``ValueError`` for an unterminated literal.
+    """
+    if _prefix(source, quote) in _TEMPLATE_PREFIXES:
+        return _template_end(source, quote)
+    m = _PLAIN_STRING.match(source, quote)
+    if m is None:
+        raise ValueError(f"unterminated string literal near offset {quote}")
+    return m.end()
+
+
+def _template_end(source: str, quote: int) -> int:
+    """Offset just past the f-string (or t-string) whose opening quote is at ``quote``, by PEP 701.
+
+    Literal text: a backslash escapes the next character except a brace (``\\{x}`` is a backslash and a
+    field); ``\\N{...}`` is a named escape unless the string is raw; ``{{`` and ``}}`` are literal braces.
+    A replacement field is an expression (brackets, nested string literals of any quotes, comments, line
+    breaks) up to the ``}`` at its own bracket depth, or up to a ``:`` there that opens the format spec:
+    literal text in which every ``{`` opens a nested field and ``}`` closes the field.
+    """
+    raw = "r" in _prefix(source, quote)
+    delimiter = source[quote] * 3 if source.startswith(source[quote] * 3, quote) else source[quote]
+    return _literal_end(source, quote + len(delimiter), delimiter, raw, spec=False)
+
+
+def _literal_end(source: str, i: int, delimiter: str, raw: bool, spec: bool) -> int:
+    """Scan f-string literal text from ``i``; return the offset past the closing delimiter or, in a format
+    spec (``spec``), past the ``}`` that closes the replacement field."""
+    single_line = len(delimiter) == 1
+    while True:
+        m = _LITERAL_STOP.search(source, i)
+        if m is None:
+            raise ValueError(f"unterminated f-string near offset {i}")
+        i = m.start()
+        c = source[i]
+        if c == "\\":
+            after = source[i + 1:i + 2]
+            if after == "N" and not raw and source.startswith("{", i + 2):
+                close = source.find("}", i + 3)
+                if close < 0:
+                    raise ValueError(f"unterminated \\N{{...}} escape near offset {i}")
+                i = close + 1
+            elif after == "{" or after == "}":
+                i += 1
+            else:
+                i += 2
+        elif c == "{":
+            if not spec and source.startswith("{", i + 1):
+                i += 2
+            else:
+                i = _field_end(source, i + 1, delimiter, raw)
+        elif c == "}":
+            if spec:
+                return i + 1
+            i += 2 if source.startswith("}", i + 1) else 1
+        elif c == "\n":
+            if single_line:
+                raise ValueError(f"unterminated f-string near offset {i}")
+            i += 1
+        elif source.startswith(delimiter, i):
+            if spec:
+                raise ValueError(f"f-string replacement field not closed near offset {i}")
+            return i + len(delimiter)
+        else:  # the other quote, or one quote of a triple-quoted delimiter
+            i += 1
+
+
+def _field_end(source: str, i: int, delimiter: str, raw: bool) -> int:
+    """Scan an f-string replacement field's expression from ``i``; return the offset past its ``}``."""
+    depth = 0
+    while True:
+        m = _FIELD_STOP.search(source, i)
+        if m is None:
+            raise ValueError(f"f-string replacement field not closed near offset {i}")
+        i = m.start()
+        c = source[i]
+        if c == "(" or c == "[" or c == "{":
+            depth += 1
+            i += 1
+        elif c == ")" or c == "]":
+            depth -= 1
+            i += 1
+        elif c == "}":
+            if depth == 0:
+                return i + 1
+            depth -= 1
+            i += 1
+        elif c == "'" or c == '"':
+            i = _string_end(source, i)
+        elif c == "#":
+            newline = source.find("\n", i)
+            if newline < 0:
+                raise ValueError(f"f-string replacement field not closed near offset {i}")
+            i = newline
+        elif c == ":" and depth == 0:
+            return _literal_end(source, i + 1, delimiter, raw, spec=True)
+        elif c == "\\":
+            i += 2
+        else:  # ``:`` inside brackets, or a line break
+            i += 1
+
+
+def _outside_strings(pattern: re.Pattern, text: str):
+    """Matches of ``pattern`` outside string literals; its group ``q`` matches an opening quote.
+
+    Tolerant of generated text: a quote that opens no complete literal is passed over.
+    """
+    pos = 0
+    while True:
+        m = pattern.search(text, pos)
+        if m is None:
+            return
+        if m.lastgroup == "q":
+            try:
+                pos = _string_end(text, m.start())
+            except ValueError:
+                pos = m.end()
+            continue
+        yield m
+        pos = m.end()
 
 
 class LogicalLine(NamedTuple):
@@ -91,13 +237,24 @@ def logical_lines(source: str, multiline_strings: list[tuple[int, int]] | None =
     last_end = 0  # offset just past the last content seen in the current logical line
     depth = 0
     cursor = 0
-    for m in _SCAN.finditer(source):
-        start = m.start()
-        if start != cursor:  # the scanner skipped text: a quote that opens no complete literal
-            raise ValueError(f"unterminated string literal near offset {cursor}")
+    scan = _SCAN.match
+    while True:
+        m = scan(source, cursor)
+        if m is None:
+            break
+        start = cursor
         kind = m.lastgroup
         tok = m.start(kind)
         cursor = m.end()
+        if kind == "q" or (kind == "s" and tok and source[tok - 1] in "fFrRtT"):
+            # an f-string: the regular grammar ends it at the first closing quote, which is right only
+            # while no replacement field came before it
+            if ((kind == "q" or source.find("{", tok, cursor) >= 0)
+                    and _prefix(source, tok) in _TEMPLATE_PREFIXES):
+                cursor = _template_end(source, tok)
+            elif kind == "q":
+                raise ValueError(f"unterminated string literal near offset {tok}")
+            kind = "s"
         if tok > start:
             gap = source[start:tok]
             # _bracket_delta(gap), inlined: this runs once per line of every file
@@ -112,7 +269,7 @@ def logical_lines(source: str, multiline_strings: list[tuple[int, int]] | None =
             if first < 0:
                 first = tok
             last_end = cursor
-            if multiline_strings is not None and "\n" in m.group("s"):
+            if multiline_strings is not None and "\n" in source[tok:cursor]:
                 multiline_strings.append((tok, cursor))
             continue
         # a comment, a backslash continuation or a line break ends the current piece
@@ -126,8 +283,9 @@ def logical_lines(source: str, multiline_strings: list[tuple[int, int]] | None =
         pieces = []
         line_start = cursor
     rest = source[cursor:]
-    if "'" in rest or '"' in rest:
-        raise ValueError(f"unterminated string literal near offset {cursor}")
+    if "\\" in rest:  # the scan stops only at the end or at a backslash that continues no line
+        at = source.index("\\", cursor)
+        raise ValueError(f"unexpected character after line continuation near offset {at}")
     depth += _bracket_delta(rest)
     if depth != 0:
         raise ValueError("unbalanced brackets")
@@ -154,7 +312,13 @@ def _finish(source: str, line_start: int, first: int, last_end: int, pieces: lis
 
 def _escape_marker_text(text: str) -> str:
     """Write marker text outside string literals as ``[ name]`` (same AST, no longer a marker)."""
-    return _MARKER_SCAN.sub(lambda m: m.group() if m.lastgroup == "s" else "[ " + m.group()[1:], text)
+    out = []
+    cursor = 0
+    for m in _outside_strings(_MARKER_SCAN, text):
+        out.append(text[cursor:m.start()] + "[ ")
+        cursor = m.start() + 1
+    out.append(text[cursor:])
+    return "".join(out)
 
 
 def render(lines: list[LogicalLine]) -> str:
@@ -210,9 +374,7 @@ def denormalise(text: str, indent: str = "    ") -> str:
             lines.append(indent * level + line)
         current.clear()
 
-    for m in _MARKER_SCAN.finditer(text):
-        if m.lastgroup == "s":
-            continue
+    for m in _outside_strings(_MARKER_SCAN, text):
         current.append(text[cursor:m.start()])
         cursor = m.end()
         marker = m.group()
@@ -234,11 +396,7 @@ def split_signature(normalised: str) -> tuple[str, str]:
     """
     pos = 0
     depth = 0
-    matches = _HEADER_SCAN.finditer(normalised)
-    for m in matches:
-        kind = m.lastgroup
-        if kind == "s":
-            continue
+    for m in _outside_strings(_HEADER_SCAN, normalised):
         tok = m.group()
         if tok in "([{":
             depth += 1
@@ -256,4 +414,4 @@ def split_signature(normalised: str) -> tuple[str, str]:
     return normalised[:pos], normalised[pos:].lstrip(" ")
 
 
-_HEADER_SCAN = re.compile(rf"(?P<s>{_STRING})|(?P<b>[()\[\]{{}}:])", re.VERBOSE | re.DOTALL)
+_HEADER_SCAN = re.compile(r"""(?P<q>['"])|(?P<b>[()\[\]{}:])""")

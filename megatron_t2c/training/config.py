@@ -142,6 +142,14 @@ class ParallelConfig:
     tensor_model_parallel_size: int = option(1, help="ranks each layer is split across")
     pipeline_model_parallel_size: int = option(1, help="pipeline stages (the data-parallel size is the rest)")
     cpu: bool = option(False, help="compute on the CPU with gloo (development and tests); default: CUDA/NCCL")
+    sequence_parallel: bool = option(False, help="split LayerNorm and dropout activations along the sequence "
+                                     "across the tensor-parallel ranks (needs --tensor-model-parallel-size > 1 "
+                                     "and Apex's fused LayerNorm)")
+    overlap_grad_reduce: bool = option(False, help="overlap the data-parallel gradient all-reduce (or "
+                                       "reduce-scatter) with the backward pass, bucket by bucket")
+    overlap_param_gather: bool = option(False, help="overlap the distributed optimizer's parameter all-gather "
+                                        "with the next forward pass (needs --use-distributed-optimizer and "
+                                        "--overlap-grad-reduce)")
 
 
 @dataclass(kw_only=True)

@@ -22,6 +22,7 @@ the batch is split -- the property that makes TP/PP/DP runs reproduce single-ran
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -70,6 +71,31 @@ def _separated_ids(run: RunConfig, tokenizer, prefixes) -> list[int]:
     return separated_token_ids("auto", pieces, k=run.model.separation_k, doc_counts=doc, code_counts=code)
 
 
+def apex_layer_norm_available() -> bool:
+    """Whether megatron-core's local layer spec has Apex's ``FusedLayerNorm`` (the only LayerNorm there
+    that supports sequence parallelism; its torch fallback asserts against it)."""
+    from megatron.core.models.gpt import gpt_layer_specs
+
+    return bool(getattr(gpt_layer_specs, "HAVE_APEX", False))
+
+
+def check_parallel_flags(run: RunConfig) -> None:
+    """Refuse, in one line each, the parallelism flags that cannot work together here."""
+    p, t = run.parallel, run.training
+    if p.sequence_parallel:
+        if p.tensor_model_parallel_size <= 1:
+            raise TrainingError("--sequence-parallel needs --tensor-model-parallel-size > 1 (it splits the sequence "
+                                "across the tensor-parallel ranks)")
+        if not apex_layer_norm_available():
+            raise TrainingError("--sequence-parallel needs Apex: megatron-core's local layer spec then uses Apex's "
+                                "FusedLayerNorm; its torch LayerNorm fallback does not support sequence parallelism")
+    if p.overlap_param_gather and not t.use_distributed_optimizer:
+        raise TrainingError("--overlap-param-gather needs --use-distributed-optimizer (it overlaps that "
+                            "optimiser's parameter all-gather)")
+    if p.overlap_param_gather and not p.overlap_grad_reduce:
+        raise TrainingError("--overlap-param-gather needs --overlap-grad-reduce (as in Megatron-LM)")
+
+
 def _transformer_config(run: RunConfig):
     t = run.training
     try:
@@ -79,7 +105,7 @@ def _transformer_config(run: RunConfig):
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[t.precision]
     return run.model.transformer_config(
         bf16=t.precision == "bf16", fp16=t.precision == "fp16", params_dtype=dtype, pipeline_dtype=dtype,
-        calculate_per_token_loss=True, **recompute)
+        calculate_per_token_loss=True, sequence_parallel=run.parallel.sequence_parallel, **recompute)
 
 
 def _forward_step(data_iterator, model):
@@ -193,10 +219,28 @@ class Trainer:
         return dict(loss=loss, loss_tokens=tokens, lr=lr, grad_norm=None if grad_norm is None else float(grad_norm),
                     skipped=not update_ok, step_time_s=elapsed)
 
+    @contextlib.contextmanager
+    def _parameters_gathered(self):
+        """With ``--overlap-param-gather`` the distributed optimiser's all-gather of the updated parameters
+        waits for the next forward pass (megatron's forward pre-hooks); gather them now, for a checkpoint or
+        validation, and restore the overlap afterwards (as Megatron-LM does)."""
+        if not getattr(self.model, "use_forward_hook", False):
+            yield
+            return
+        self.model.disable_forward_pre_hook()  # forces a synchronous all-gather
+        try:
+            yield
+        finally:
+            self.model.enable_forward_pre_hook()
+
     def validate(self) -> Optional[tuple[float, int]]:
         """Mean loss over ``--eval-iters`` fixed global batches of the validation split."""
         if self.valid_batches is None or self.run.training.eval_iters <= 0:
             return None
+        with self._parameters_gathered():
+            return self._validate()
+
+    def _validate(self) -> tuple[float, int]:
         self.model.eval()
         total = tokens = 0.0
         with torch.no_grad():
@@ -214,10 +258,11 @@ class Trainer:
         c = self.run.checkpoint
         if not c.save:
             return None
-        path = checkpointing.save_checkpoint(
-            c.save, self.iteration, [self.model], self.optimizer, self.scheduler,
-            progress={"iteration": self.iteration, "consumed_samples": self.consumed_samples},
-            run_info=self.run_info, tokenizer_model=self.run.data.tokenizer_model, keep=c.keep_checkpoints)
+        with self._parameters_gathered():
+            path = checkpointing.save_checkpoint(
+                c.save, self.iteration, [self.model], self.optimizer, self.scheduler,
+                progress={"iteration": self.iteration, "consumed_samples": self.consumed_samples},
+                run_info=self.run_info, tokenizer_model=self.run.data.tokenizer_model, keep=c.keep_checkpoints)
         if _is_last_rank():
             self.console.write(f"saved checkpoint {path}\n")
             self.console.flush()
@@ -341,6 +386,7 @@ def setup(run: RunConfig, console: Optional[IO[str]] = None) -> Trainer:
 
     start_time = time.time()
     t, p, c = run.training, run.parallel, run.checkpoint
+    check_parallel_flags(run)
     parallel.initialize_distributed(p.tensor_model_parallel_size, p.pipeline_model_parallel_size, cpu=p.cpu,
                                     seed=t.seed)
     device = cpu_compat.device()
@@ -393,14 +439,16 @@ def setup(run: RunConfig, console: Optional[IO[str]] = None) -> Trainer:
     if t.precision != "fp32":
         module = Float16Module(tc, module)
     model = DistributedDataParallel(
-        tc, DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=t.use_distributed_optimizer),
+        tc, DistributedDataParallelConfig(grad_reduce_in_fp32=True, use_distributed_optimizer=t.use_distributed_optimizer,
+                                          overlap_grad_reduce=p.overlap_grad_reduce,
+                                          overlap_param_gather=p.overlap_param_gather),
         module=module)
     preset = t.preset(stage)
     optimizer = get_megatron_optimizer(OptimizerConfig(
         optimizer="adam", lr=preset.lr, min_lr=preset.min_lr, weight_decay=t.weight_decay, adam_beta1=t.adam_beta1,
         adam_beta2=t.adam_beta2, adam_eps=t.adam_eps, clip_grad=preset.clip_grad, bf16=t.precision == "bf16",
         fp16=t.precision == "fp16", params_dtype=tc.params_dtype, initial_loss_scale=t.initial_loss_scale,
-        use_distributed_optimizer=t.use_distributed_optimizer), [model])
+        use_distributed_optimizer=t.use_distributed_optimizer, overlap_param_gather=p.overlap_param_gather), [model])
     tc.grad_scale_func = optimizer.scale_loss
     tc.no_sync_func = model.no_sync
     tc.finalize_model_grads_func = finalize_model_grads

@@ -56,3 +56,25 @@ def test_generation_throughput_smoke(tmp_path):
     assert figures["hf_generate"]["available"], figures["hf_generate"]
     assert figures["hf_generate"]["tokens_per_s"] > 0
     assert figures["kv_cached"]["tokens"] == figures["hf_generate"]["tokens"]  # the same work
+    assert figures["goal"]["value"] == figures["ours_over_hf_generate"]
+    assert figures["goal"]["met"] == (figures["ours_over_hf_generate"] >= 2.0)
+
+
+def test_gpu_throughput_prints_the_anchors_and_runs_the_large_model_path(tmp_path):
+    # the 2.6B path (distributed optimiser, full recompute) on the smoke shapes; the anchors beside
+    out = tmp_path / "large.json"
+    stdout = _run("gpu_throughput.py", "--smoke", "--presets", "pangu-2.6b", "--stock", "dense", "--backends", "sdpa",
+                  "--separations", "full", "--objectives", "prefix-code", "--use-distributed-optimizer",
+                  "--recompute-activations", "full", "--no-check-loss", "--output", str(out))
+    result = json.loads(out.read_text())
+    assert result["config"]["use_distributed_optimizer"] and result["config"]["recompute_activations"] == "full"
+    assert {r["case"] for r in result["rows"]} == {"pangu-2.6b/stock/dense", "pangu-2.6b/sdpa/full/prefix-code"}
+    assert all(r["tokens_per_s"] > 0 and r["loss"] == r["loss"] for r in result["rows"])
+    assert result["anchors"] == [] and "anchor" not in stdout  # no anchor was measured for 2.6B
+    small = tmp_path / "small.json"
+    stdout = _run("gpu_throughput.py", "--smoke", "--stock", "dense", "--backends", "sdpa", "--separations", "none",
+                  "--objectives", "text-code", "--no-check-loss", "--output", str(small))
+    anchors = json.loads(small.read_text())["anchors"]
+    assert [(a["case"], a["anchor_tokens_per_s"], a["same_card"]) for a in anchors] == [
+        ("pangu-100m/stock/dense", 150e3, False)]
+    assert "not comparable" in stdout and "anchor    150000 tok/s" in stdout

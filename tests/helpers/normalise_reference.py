@@ -12,10 +12,35 @@ from megatron_t2c.mrpt.special_tokens import DEDENT, INDENT, NEW_LINE
 _SKIP = {tokenize.COMMENT, tokenize.NL, tokenize.ENCODING, tokenize.ENDMARKER}
 
 
+# Python 3.12+ tokenizes an f-string into pieces (3.14 a t-string too); a string literal is one token here
+_PIECES_START = {getattr(tokenize, name) for name in ("FSTRING_START", "TSTRING_START") if hasattr(tokenize, name)}
+_PIECES_END = {getattr(tokenize, name) for name in ("FSTRING_END", "TSTRING_END") if hasattr(tokenize, name)}
+
+
+def _string_literals_whole(tokens, lines):
+    """Merge the pieces of each f-string (nested ones included) into one STRING token: its source text."""
+    depth = 0
+    start = None
+    for tok in tokens:
+        if tok.type in _PIECES_START:
+            if depth == 0:
+                start = tok
+            depth += 1
+        elif depth and tok.type in _PIECES_END:
+            depth -= 1
+            if depth == 0:
+                (r0, c0), (r1, c1) = start.start, tok.end
+                text = "".join(lines[r0 - 1:r1])
+                text = text[c0:len(text) - len(lines[r1 - 1]) + c1]
+                yield tokenize.TokenInfo(tokenize.STRING, text, start.start, tok.end, start.line)
+        elif not depth:
+            yield tok
+
+
 def reference_normalise(code: str) -> str:
     out = []
     line_tokens = []
-    lines = code.splitlines(keepends=True)
+    lines = io.StringIO(code).readlines()  # as tokenize reads them (splitlines also breaks at \f)
 
     def text_of(tokens):
         parts = []
@@ -26,14 +51,11 @@ def reference_normalise(code: str) -> str:
                     parts.append(lines[tok.start[0] - 1][prev.end[1]:tok.start[1]])
                 else:
                     parts.append(" ")
-            s = tok.string
-            if tok.type == tokenize.OP and s[0] == "[" and False:
-                pass
-            parts.append(s)
+            parts.append(tok.string)
             prev = tok
         return "".join(parts)
 
-    for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+    for tok in _string_literals_whole(tokenize.generate_tokens(io.StringIO(code).readline), lines):
         if tok.type in _SKIP:
             continue
         if tok.type == tokenize.INDENT:

@@ -46,7 +46,8 @@ def test_presets_follow_the_paper_and_parse_from_the_command_line():
     assert {name: (p.num_layers, p.hidden_size, p.num_attention_heads, p.seq_length)
             for name, p in PRESETS.items()} == {"pangu-100m": (12, 768, 12, 1024),
                                                 "pangu-350m": (24, 1024, 16, 1024),
-                                                "pycodegpt-100m": (12, 768, 12, 1024)}
+                                                "pycodegpt-100m": (12, 768, 12, 1024),
+                                                "pangu-2.6b": (32, 2560, 32, 1024)}
     config = parse_config(ModelConfig, argv=["--preset", "pangu-350m", "--num-layers", "4",
                                              "--position-embedding-type", "rope", "--attention-backend", "flex",
                                              "--attention-dropout", "0", "--separation", "partial"])
