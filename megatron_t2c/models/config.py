@@ -9,8 +9,8 @@ and the Hugging Face configs of an export and an import (:mod:`megatron_t2c.hf.a
 command lines read it without paying for that import.
 
 Presets (paper Table 5): ``pangu-100m`` (12 layers, hidden 768, 12 heads), ``pangu-350m`` (24, 1024, 16),
-``pycodegpt-100m`` (12, 768, 12); context 1024; GELU MLP of 4x hidden; learned absolute positions (or
-RoPE); input and output embeddings tied.
+``pycodegpt-100m`` (12, 768, 12); PanGu-Coder's ``pangu-2.6b`` (32, 2560, 32); context 1024; GELU MLP of 4x
+hidden; learned absolute positions (or RoPE); input and output embeddings tied.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def _body_pretrain(args: list[str]) -> None:
 
 
 def test_overlapped_gradient_reduce_and_parameter_gather_reproduce_one_rank(data, tmp_path):
-    from megatron_t2c.hf.convert import MegatronTensors
+    from megatron_t2c.hf.export import MegatronTensors
 
     reference = tmp_path / "reference"
     pretrain(argv(data, reference, save=str(reference / "ckpt"), save_interval=2))
