@@ -34,7 +34,8 @@ agreement; exit 1 above the tolerance (float32: 1e-4)."""
 
 CONVERT_EPILOG = """examples:
   tools/convert_checkpoint.py --to-hf --load runs/mrpt-partial --output hf/mrpt-partial --verify
-  tools/convert_checkpoint.py --to-hf --load runs/mapt/iter_0050000 --output hf/mapt --dtype bfloat16
+  tools/convert_checkpoint.py --to-hf --load runs/mapt/iter_0050000 --output hf/mapt --dtype bfloat16 \
+      --max-shard-size 2GB --eval-dir runs/eval/mapt
   tools/convert_checkpoint.py --from-hf --load hf/mapt --output runs/mapt-back \\
       --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --verify
 

@@ -32,7 +32,7 @@ import torch
 
 from megatron_t2c.hf import SHIPPED_MODULES, TOKENIZER_MODULES
 from megatron_t2c.hf.architecture import ConversionError, HFArchitecture, check_tokenizer
-from megatron_t2c.hf.safetensors_files import DEFAULT_MAX_SHARD_SIZE, INDEX_FILE, SAFETENSORS_FILE, write_model_weights
+from megatron_t2c.hf.safetensors_files import DEFAULT_MAX_SHARD_SIZE, write_model_weights
 from megatron_t2c.hf.weight_map import (CODE_ROWS, FINAL, LAYER, MODEL_PREFIXES, POSITIONS, STORED_ALIASES, TABLE,
                                         LayerTensor, deinterleave_qkv)
 from megatron_t2c.mrpt import special_tokens as st
@@ -191,13 +191,31 @@ class ExportSummary:
     parameters: int = 0
 
 
-def _prepare_output(output: str, overwrite: bool) -> None:
+def _prepare_output(output: str, overwrite: bool) -> str:
+    """Check ``output`` and return the staging directory the export is written into (``output.partial``,
+    renamed onto ``output`` by :func:`_publish` once complete: a crash never leaves a complete-looking export)."""
     if os.path.exists(output):
         if not os.path.isdir(output):
             raise ConversionError(f"{output} exists and is not a directory")
         if os.listdir(output) and not overwrite:
             raise ConversionError(f"{output} is not empty (pass --overwrite to replace its contents)")
-    os.makedirs(output, exist_ok=True)
+    stage = os.path.normpath(output) + ".partial"
+    shutil.rmtree(stage, ignore_errors=True)  # what an interrupted export left
+    os.makedirs(stage)
+    return stage
+
+
+def _publish(stage: str, output: str) -> None:
+    """Put the finished ``stage`` in the place of ``output`` (whose old contents go)."""
+    output = os.path.normpath(output)
+    if os.path.isdir(output):
+        old = output + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(output, old)
+        os.replace(stage, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(stage, output)
 
 
 def _copy_sources(output: str, names: Iterable[str]) -> None:
@@ -278,7 +296,7 @@ def export_to_hf(checkpoint: str, output: str, *, model_class: str = "auto", dty
                               "--tokenizer-model)")
     check_tokenizer(tokenizer_model, arch.vocab_size)
     out_dtype = getattr(torch, dtype) if dtype else None
-    _prepare_output(output, overwrite)
+    stage = _prepare_output(output, overwrite)
 
     plan = _export_plan(reader, arch, target, out_dtype)
     meta = [item for emit in plan for item in emit(reader.meta)]
@@ -288,24 +306,22 @@ def export_to_hf(checkpoint: str, output: str, *, model_class: str = "auto", dty
         for emit in plan:
             yield from emit(reader.load)
 
-    for stale in [SAFETENSORS_FILE, INDEX_FILE] + [f for f in os.listdir(output) if f.startswith("model-")]:
-        if os.path.exists(os.path.join(output, stale)):  # --overwrite: no stale weights beside the new ones
-            os.remove(os.path.join(output, stale))
-    size, weight_files = write_model_weights(output, meta, stream(), max_shard_size, {"format": "pt"})
+    size, weight_files = write_model_weights(stage, meta, stream(), max_shard_size, {"format": "pt"})
     config = arch.hf_config(target, model_dtype, reader.info)
-    config.save_pretrained(output)
+    config.save_pretrained(stage)
 
-    generation_config(arch).save_pretrained(output)
-    write_tokenizer(output, tokenizer_model, arch.seq_length, decode_python=decode_python)
+    generation_config(arch).save_pretrained(stage)
+    write_tokenizer(stage, tokenizer_model, arch.seq_length, decode_python=decode_python)
     if target == "t2c":
-        _copy_sources(output, _REMOTE_MODEL_FILES)
-        _copy_shipped_modules(output)
+        _copy_sources(stage, _REMOTE_MODEL_FILES)
+        _copy_shipped_modules(stage)
     summary = ExportSummary(checkpoint=reader.path, output=output, model_class="GPT2LMHeadModel"
                             if target == "gpt2" else "T2CForCausalLM", remote_code=target == "t2c",
                             tensors=len(meta), bytes=size, seconds=0.0, weight_files=weight_files,
                             parameters=sum(t.numel() for _, t in meta))
     from megatron_t2c.hf.model_card import write_model_card
 
-    write_model_card(output, reader.path, reader.info, arch, summary, eval_dir=eval_dir)
+    write_model_card(stage, reader.path, reader.info, arch, summary, eval_dir=eval_dir, name=output)
+    _publish(stage, output)
     summary.seconds = round(time.perf_counter() - start, 3)
     return summary

@@ -29,16 +29,22 @@ _SEPARATION = {"none": "none: one embedding row per token for text and code",
                "auto": "auto: code copies of the tokens chosen from the data"}
 
 
-def discover_eval_dir(checkpoint: str) -> Optional[str]:
-    """``RUN_DIR/eval/<name>`` for a checkpoint under ``RUN_DIR/train/<name>/checkpoints[/iter_N]``, if it exists."""
+def _pipeline_run(checkpoint: str) -> Optional[tuple[str, str]]:
+    """``(RUN_DIR, name)`` of a checkpoint under ``RUN_DIR/train/<name>/...``, else None."""
     parts = os.path.abspath(checkpoint).split(os.sep)
     if "train" not in parts:
         return None
     k = len(parts) - 1 - parts[::-1].index("train")
     if k + 1 >= len(parts):
         return None
-    candidate = os.path.join(os.sep.join(parts[:k]) or os.sep, "eval", parts[k + 1])
-    return candidate if os.path.isdir(candidate) else None
+    return os.sep.join(parts[:k]) or os.sep, parts[k + 1]
+
+
+def discover_eval_dir(checkpoint: str) -> Optional[str]:
+    """``RUN_DIR/eval/<name>`` for a checkpoint under ``RUN_DIR/train/<name>/checkpoints[/iter_N]``, if it exists."""
+    run = _pipeline_run(checkpoint)
+    candidate = os.path.join(run[0], "eval", run[1]) if run else None
+    return candidate if candidate and os.path.isdir(candidate) else None
 
 
 def evaluation_results(eval_dir: Optional[str]) -> list[tuple[str, str, dict]]:
@@ -87,7 +93,8 @@ print(signature + body)  # the whole function, as Python source
 def model_card(model_dir: str, checkpoint: str, info: dict, arch, summary, eval_dir: Optional[str] = None) -> str:
     """The text of ``README.md`` (see the module docstring)."""
     cfg, run = info.get("model_config", {}), info.get("config", {}) or {}
-    name = os.path.basename(os.path.normpath(model_dir))
+    run_of = _pipeline_run(checkpoint)
+    name = run_of[1] if run_of else os.path.basename(os.path.normpath(model_dir))
     fmt, objective, separation = info.get("format", "pangu"), info.get("objective", "?"), info.get("separation", "none")
     results = evaluation_results(eval_dir or discover_eval_dir(checkpoint))
     lines = ["---", "library_name: transformers", "pipeline_tag: text-generation", "tags:", "- code", "- python",
@@ -131,9 +138,10 @@ def model_card(model_dir: str, checkpoint: str, info: dict, arch, summary, eval_
     return "\n".join(lines)
 
 
-def write_model_card(model_dir: str, checkpoint: str, info: dict, arch, summary,
-                     eval_dir: Optional[str] = None) -> str:
-    path = os.path.join(model_dir, "README.md")
+def write_model_card(directory: str, checkpoint: str, info: dict, arch, summary, eval_dir: Optional[str] = None,
+                     name: Optional[str] = None) -> str:
+    """Write ``directory/README.md``; ``name``: the export's path as the card names it (default ``directory``)."""
+    path = os.path.join(directory, "README.md")
     with atomic_open(path) as fh:
-        fh.write(model_card(model_dir, checkpoint, info, arch, summary, eval_dir))
+        fh.write(model_card(name or directory, checkpoint, info, arch, summary, eval_dir))
     return path

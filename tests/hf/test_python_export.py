@@ -320,7 +320,7 @@ def test_cli_shards_and_verifies(trained, tmp_path):
 def test_model_card_and_its_snippet(trained):
     _, hf_dir, _ = trained["partial"]
     card = (hf_dir / "README.md").read_text()
-    for needle in ("T2CForCausalLM", "layers / hidden / heads | 2 / 64 / 4", "partial (PES)", "objective: `code`",
+    for needle in ("# mrpt_code_partial", "T2CForCausalLM", "layers / hidden / heads | 2 / 64 / 4", "partial (PES)", "objective: `code`",
                    "data/three_functions", "train_iters", "| humaneval | greedy | 164 | 12.50 |", "pipeline_tag"):
         assert needle in card, needle
     assert "No evaluation results" in (trained["none"][1] / "README.md").read_text()
@@ -332,3 +332,30 @@ def test_model_card_and_its_snippet(trained):
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout == FUNCTIONS[0][1] + "\n"
     ast.parse(done.stdout)
+
+
+def test_an_interrupted_export_leaves_no_export(trained, tmp_path, monkeypatch):
+    from megatron_t2c.hf import export
+
+    checkpoint = trained["partial"][0]
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    out = tmp_path / "hf"
+    with monkeypatch.context() as m:
+        m.setattr(export, "write_tokenizer", crash)  # after the weights and config.json
+        with pytest.raises(RuntimeError, match="killed"):
+            export_to_hf(checkpoint, str(out))
+    assert not out.exists()  # only the staging directory, hf.partial
+    export_to_hf(checkpoint, str(out))  # a re-run replaces what the interrupted one left
+    assert not (tmp_path / "hf.partial").exists()
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with monkeypatch.context() as m:
+        m.setattr(export, "write_tokenizer", crash)
+        with pytest.raises(RuntimeError, match="killed"):
+            export_to_hf(checkpoint, str(out), overwrite=True, max_shard_size="100KB")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old export, untouched
+    export_to_hf(checkpoint, str(out), overwrite=True, max_shard_size="100KB")
+    names = set(os.listdir(out))
+    assert "model.safetensors" not in names and "model.safetensors.index.json" in names  # no stale weights
