@@ -20,9 +20,11 @@ from typing import Optional
 
 from megatron_t2c.utils.atomic import atomic_open
 
-#: Training settings shown in the data section, when the run info has them (``t2c_run.json`` ``config``).
-_DATA_KEYS = ("data_path", "split", "train_iters", "train_samples", "global_batch_size", "micro_batch_size", "lr",
-              "min_lr", "seed", "init_from", "pretrained_checkpoint")
+#: Training settings shown in the data section, when the run info has them (``t2c_run.json`` ``config``: the
+#: run's sections ``data``, ``training``, ``checkpoint``, or flat).
+_DATA_KEYS = ("data_path", "split", "train_iters", "train_samples", "epochs", "global_batch_size",
+              "micro_batch_size", "lr", "min_lr", "lr_decay_style", "precision", "seed", "init_from",
+              "converted_from")
 _SEPARATION = {"none": "none: one embedding row per token for text and code",
                "partial": "partial (PES): code-modality copies of Python grammar tokens",
                "full": "full (FES): a code-modality copy of every ordinary token",
@@ -60,6 +62,34 @@ def evaluation_results(eval_dir: Optional[str]) -> list[tuple[str, str, dict]]:
             continue
         out.append((os.path.basename(os.path.dirname(path)), os.path.basename(path)[:-len(".summary.json")], summary))
     return out
+
+
+def _run_settings(run: dict) -> dict:
+    flat = {k: v for k, v in run.items() if not isinstance(v, dict)}
+    for section in ("data", "training", "checkpoint"):
+        flat.update(run.get(section) or {})
+    return flat
+
+
+def _dataset_lines(data_path) -> list[str]:
+    """Documents and tokens of each dataset prefix, from preprocessing's ``PREFIX.summary.json`` when present."""
+    words = data_path.split() if isinstance(data_path, str) else list(data_path or [])
+    lines = []
+    for prefix in words:
+        try:
+            float(prefix)
+            continue  # a blend weight
+        except ValueError:
+            pass
+        try:
+            with open(prefix + ".summary.json", encoding="utf-8") as fh:
+                summary = json.load(fh)
+        except (OSError, json.JSONDecodeError):
+            continue
+        counts = ", ".join(f"{summary[k]:,} {k}" for k in ("documents", "tokens") if isinstance(summary.get(k), int))
+        if counts:
+            lines.append(f"- dataset `{os.path.basename(prefix)}`: {counts}")
+    return lines
 
 
 def _eval_table(results: list[tuple[str, str, dict]]) -> list[str]:
@@ -121,9 +151,11 @@ def model_card(model_dir: str, checkpoint: str, info: dict, arch, summary, eval_
              "- code is written whitespace-normalised (`[new_line] [indent] [dedent]`); the tokenizer decodes it "
              "to Python source (`decode(ids, raw=True)` keeps the normalised text)",
              "", "## Data", ""]
-    shown = [(k, run[k]) for k in _DATA_KEYS if run.get(k) not in (None, "", [])]
+    settings = _run_settings(run)
+    shown = [(k, settings[k]) for k in _DATA_KEYS if settings.get(k) not in (None, "", [])]
     lines += [f"- `{k}`: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in shown] or \
         ["- the run info records no training settings (an imported or hand-made checkpoint)"]
+    lines += _dataset_lines(settings.get("data_path"))
     lines.append(f"- tokenizer sha256: `{(info.get('tokenizer') or {}).get('sha256') or '?'}`")
     lines += ["", "## Evaluation", ""]
     if results:

@@ -216,7 +216,8 @@ def _train(kind: str, tokenizer: str, run_dir: Path) -> str:
         assert float(loss) < 0.05, (step, float(loss))  # the descriptions' first words are not predictable
         info = make_run_info(model_config=config, vocab_size=core.vocab_size, separation=kind, separated=separated,
                              tokenizer_model=tokenizer, fmt="pangu", objective="code", stage="mrpt",
-                             config={"data_path": ["data/three_functions"], "train_iters": 300, "seed": 3})
+                             config={"data": {"data_path": [str(run_dir / "data" / "three_functions")]},
+                                     "training": {"train_iters": 300, "seed": 3, "lr": 3e-3}})
         name = f"mrpt_code_{kind}"
         return save_checkpoint(str(run_dir / "train" / name / "checkpoints"), 300, [model.eval()], None, None,
                                progress={}, run_info=info, tokenizer_model=tokenizer)
@@ -231,6 +232,8 @@ def trained(tmp_path_factory, tokenizer) -> dict:
     summary = run_dir / "eval" / "mrpt_code_partial" / "humaneval" / "greedy.summary.json"
     summary.parent.mkdir(parents=True)
     summary.write_text(json.dumps({"pass@1": 0.125, "samples": 164, "passed": 20, "problems": 164}))
+    (run_dir / "data").mkdir()  # preprocessing's summary beside the dataset prefix
+    (run_dir / "data" / "three_functions.summary.json").write_text(json.dumps({"documents": 3, "tokens": 123}))
     out = {}
     for kind, shard in (("none", "40KB"), ("partial", "50GB")):
         checkpoint = _train(kind, tokenizer, run_dir)
@@ -321,7 +324,7 @@ def test_model_card_and_its_snippet(trained):
     _, hf_dir, _ = trained["partial"]
     card = (hf_dir / "README.md").read_text()
     for needle in ("# mrpt_code_partial", "T2CForCausalLM", "layers / hidden / heads | 2 / 64 / 4", "partial (PES)", "objective: `code`",
-                   "data/three_functions", "train_iters", "| humaneval | greedy | 164 | 12.50 |", "pipeline_tag"):
+                   "three_functions`: 3 documents, 123 tokens", "`train_iters`: 300", "`lr`: 0.003", "| humaneval | greedy | 164 | 12.50 |", "pipeline_tag"):
         assert needle in card, needle
     assert "No evaluation results" in (trained["none"][1] / "README.md").read_text()
     snippet = re.search(r"```python\n(.*?)```", card, re.DOTALL).group(1)
