@@ -13,9 +13,12 @@ is exactly GPT-2 (pre-LN, exact GELU -- ``activation_function="gelu"`` --, biase
 scale, tied head) and exports as a stock ``GPT2LMHeadModel`` (weights in GPT-2's ``Conv1D`` layout, no remote
 code).  Anything else (separation, RoPE, a prefix-LM) exports as ``T2CForCausalLM``
 (:mod:`megatron_t2c.hf.modeling_t2c`), shipped in the directory with megatron_t2c's ``modality.py``,
-``objectives.py`` and ``special_tokens.py`` verbatim.  The tokenizer is always the Hugging Face
-``T2CTokenizer`` (:mod:`megatron_t2c.hf.tokenization_t2c`, remote code) over the checkpoint's
-``tokenizer.model``.
+``objectives.py`` and ``special_tokens.py`` verbatim.  The tokenizer is always the checkpoint's
+``tokenizer.model`` plus the equivalent ``tokenizer.json`` (:mod:`.fast_tokenizer`), with the remote code
+:mod:`megatron_t2c.hf.tokenization_t2c` (``T2CTokenizerFast``/``T2CTokenizer``: decoding to Python source with
+the shipped ``normalise.py``).  Above ``max_shard_size`` the weights are sharded with an index; a model card
+``README.md`` (:mod:`.model_card`) comes last.  Everything is written into ``OUTPUT.partial`` and renamed onto
+``OUTPUT`` when complete.
 """
 
 from __future__ import annotations
