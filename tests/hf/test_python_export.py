@@ -327,14 +327,17 @@ def test_model_card_and_its_snippet(trained):
                    "three_functions`: 3 documents, 123 tokens", "`train_iters`: 300", "`lr`: 0.003", "| humaneval | greedy | 164 | 12.50 |", "pipeline_tag"):
         assert needle in card, needle
     assert "No evaluation results" in (trained["none"][1] / "README.md").read_text()
-    snippet = re.search(r"```python\n(.*?)```", card, re.DOTALL).group(1)
-    script = 'import sys\nsys.modules["megatron_t2c"] = None\nsys.modules["megatron"] = None\n' + snippet
-    env = dict(os.environ, HF_MODULES_CACHE=str(hf_dir.parent / "hf_modules"), OMP_NUM_THREADS="1")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/",
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout == FUNCTIONS[0][1] + "\n"
-    ast.parse(done.stdout)
+    for kind in ("partial", "none"):  # remote code; stock GPT-2 (the model without remote code)
+        card = (trained[kind][1] / "README.md").read_text()
+        snippet = re.search(r"```python\n(.*?)```", card, re.DOTALL).group(1)
+        assert ("trust_remote_code=True)\ngenerate" in snippet) == (kind == "partial")
+        script = 'import sys\nsys.modules["megatron_t2c"] = None\nsys.modules["megatron"] = None\n' + snippet
+        env = dict(os.environ, HF_MODULES_CACHE=str(hf_dir.parent / "hf_modules"), OMP_NUM_THREADS="1")
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd="/",
+                              timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout == FUNCTIONS[0][1] + "\n"
+        ast.parse(done.stdout)
 
 
 def test_an_interrupted_export_leaves_no_export(trained, tmp_path, monkeypatch):
