@@ -20,8 +20,9 @@ CONVERT_DESCRIPTION = CONVERT_DOC.split("\n\n")[0] + """
 
 --to-hf: a megatron_t2c distributed checkpoint saved at any TP/PP (a run directory: its latest iteration, or
 an iteration directory) -> a directory that transformers' AutoModelForCausalLM / AutoTokenizer load
-(trust_remote_code=True): config.json, model.safetensors, generation_config.json (eos = [eoc]), the
-SentencePiece tokenizer, and -- for models that need it (separation, RoPE, prefix-code) -- the modelling code,
+(trust_remote_code=True): config.json, model.safetensors (sharded with an index above --max-shard-size),
+generation_config.json (eos = [eoc]), the tokenizer (tokenizer.model and tokenizer.json; decode gives Python
+source), a model card README.md, and -- for models that need it (separation, RoPE, prefix-code) -- the modelling code,
 with megatron_t2c's own modality rules, inside the directory.  A model without separation, with learned
 positions and not prefix-code, exports as a stock GPT2LMHeadModel (no remote model code).
 
@@ -33,7 +34,8 @@ agreement; exit 1 above the tolerance (float32: 1e-4)."""
 
 CONVERT_EPILOG = """examples:
   tools/convert_checkpoint.py --to-hf --load runs/mrpt-partial --output hf/mrpt-partial --verify
-  tools/convert_checkpoint.py --to-hf --load runs/mapt/iter_0050000 --output hf/mapt --dtype bfloat16
+  tools/convert_checkpoint.py --to-hf --load runs/mapt/iter_0050000 --output hf/mapt --dtype bfloat16 \
+      --max-shard-size 2GB --eval-dir runs/eval/mapt
   tools/convert_checkpoint.py --from-hf --load hf/mapt --output runs/mapt-back \\
       --tensor-model-parallel-size 2 --pipeline-model-parallel-size 2 --verify
 
@@ -71,6 +73,13 @@ class ConvertConfig:
                                       "say (default text-code)",
                                       choices=("text-code", "code", "corrupt-code", "prefix-code"))
     overwrite: bool = option(False, "--to-hf: replace the contents of a non-empty --output")
+    max_shard_size: str = option("50GB", "--to-hf: above this size the weights are sharded "
+                                 "(model-0000k-of-0000n.safetensors + model.safetensors.index.json), as "
+                                 "save_pretrained's max_shard_size: 5GB, 500MB, 2GiB or bytes")
+    eval_dir: Optional[str] = option(None, "--to-hf: evaluation results for the model card (<task>/<mode>"
+                                     ".summary.json; default: RUN_DIR/eval/<name> of a pipeline run's checkpoint)")
+    raw_decode: bool = option(False, "--to-hf: the tokenizer decodes to the normalised text ([new_line] [indent] "
+                              "...) by default instead of Python source")
     verify_json: Optional[str] = option(None, "--verify: also write the result (max |logit difference|, top-1 "
                                         "agreement, tolerance, ok) to this JSON file")
 
@@ -90,7 +99,8 @@ def convert_main(argv: list[str] | None = None) -> int:
         if config.to_hf:
             summary = export_to_hf(config.load, config.output, model_class=config.model_class,
                                    dtype=config.dtype, tokenizer_model=config.tokenizer_model,
-                                   overwrite=config.overwrite)
+                                   overwrite=config.overwrite, max_shard_size=config.max_shard_size,
+                                   eval_dir=config.eval_dir, decode_python=not config.raw_decode)
             print(json.dumps(dataclasses.asdict(summary)))
             checkpoint, hf_dir = summary.checkpoint, config.output
         else:

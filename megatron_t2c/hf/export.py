@@ -13,9 +13,12 @@ is exactly GPT-2 (pre-LN, exact GELU -- ``activation_function="gelu"`` --, biase
 scale, tied head) and exports as a stock ``GPT2LMHeadModel`` (weights in GPT-2's ``Conv1D`` layout, no remote
 code).  Anything else (separation, RoPE, a prefix-LM) exports as ``T2CForCausalLM``
 (:mod:`megatron_t2c.hf.modeling_t2c`), shipped in the directory with megatron_t2c's ``modality.py``,
-``objectives.py`` and ``special_tokens.py`` verbatim.  The tokenizer is always the Hugging Face
-``T2CTokenizer`` (:mod:`megatron_t2c.hf.tokenization_t2c`, remote code) over the checkpoint's
-``tokenizer.model``.
+``objectives.py`` and ``special_tokens.py`` verbatim.  The tokenizer is always the checkpoint's
+``tokenizer.model`` plus the equivalent ``tokenizer.json`` (:mod:`.fast_tokenizer`), with the remote code
+:mod:`megatron_t2c.hf.tokenization_t2c` (``T2CTokenizerFast``/``T2CTokenizer``: decoding to Python source with
+the shipped ``normalise.py``).  Above ``max_shard_size`` the weights are sharded with an index; a model card
+``README.md`` (:mod:`.model_card`) comes last.  Everything is written into ``OUTPUT.partial`` and renamed onto
+``OUTPUT`` when complete.
 """
 
 from __future__ import annotations
@@ -26,17 +29,18 @@ import os
 import shutil
 import time
 import warnings
-from typing import Callable, Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 import torch
 
-from megatron_t2c.hf import SHIPPED_MODULES
+from megatron_t2c.hf import SHIPPED_MODULES, TOKENIZER_MODULES
 from megatron_t2c.hf.architecture import ConversionError, HFArchitecture, check_tokenizer
-from megatron_t2c.hf.safetensors_files import SAFETENSORS_FILE, write_safetensors
+from megatron_t2c.hf.safetensors_files import DEFAULT_MAX_SHARD_SIZE, write_model_weights
 from megatron_t2c.hf.weight_map import (CODE_ROWS, FINAL, LAYER, MODEL_PREFIXES, POSITIONS, STORED_ALIASES, TABLE,
                                         LayerTensor, deinterleave_qkv)
 from megatron_t2c.mrpt import special_tokens as st
 from megatron_t2c.training.checkpointing import CheckpointError, read_run_info, resolve
+from megatron_t2c.utils.atomic import write_json
 
 _HF_DIR = os.path.dirname(os.path.abspath(__file__))
 _REMOTE_MODEL_FILES = ("configuration_t2c.py", "modeling_t2c.py")
@@ -186,15 +190,35 @@ class ExportSummary:
     tensors: int
     bytes: int
     seconds: float
+    weight_files: list = dataclasses.field(default_factory=list)
+    parameters: int = 0
 
 
-def _prepare_output(output: str, overwrite: bool) -> None:
+def _prepare_output(output: str, overwrite: bool) -> str:
+    """Check ``output`` and return the staging directory the export is written into (``output.partial``,
+    renamed onto ``output`` by :func:`_publish` once complete: a crash never leaves a complete-looking export)."""
     if os.path.exists(output):
         if not os.path.isdir(output):
             raise ConversionError(f"{output} exists and is not a directory")
         if os.listdir(output) and not overwrite:
             raise ConversionError(f"{output} is not empty (pass --overwrite to replace its contents)")
-    os.makedirs(output, exist_ok=True)
+    stage = os.path.normpath(output) + ".partial"
+    shutil.rmtree(stage, ignore_errors=True)  # what an interrupted export left
+    os.makedirs(stage)
+    return stage
+
+
+def _publish(stage: str, output: str) -> None:
+    """Put the finished ``stage`` in the place of ``output`` (whose old contents go)."""
+    output = os.path.normpath(output)
+    if os.path.isdir(output):
+        old = output + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(output, old)
+        os.replace(stage, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(stage, output)
 
 
 def _copy_sources(output: str, names: Iterable[str]) -> None:
@@ -220,29 +244,44 @@ def generation_config(arch: HFArchitecture):
                             max_new_tokens=256, suppress_tokens=list(SUPPRESSED_IDS))
 
 
-def write_tokenizer(output: str, tokenizer_model: str, seq_length: int) -> None:
-    """``tokenizer.model``, ``tokenization_t2c.py`` (+ ``special_tokens.py``) and ``tokenizer_config.json``."""
+def write_tokenizer(output: str, tokenizer_model: str, seq_length: int, decode_python: bool = True) -> None:
+    """The tokenizer files: ``tokenizer.model`` and ``tokenizer.json`` (the same tokenizer for SentencePiece and
+    for Rust ``tokenizers``), ``tokenizer_config.json``, and the remote code ``tokenization_t2c.py`` with the
+    megatron_t2c modules it imports (``special_tokens.py``, ``normalise.py``).
+
+    ``AutoTokenizer`` with ``trust_remote_code=True`` gives :class:`T2CTokenizerFast` (decodes to Python);
+    without it, a stock fast tokenizer over ``tokenizer.json`` (what serving stacks load: raw text).
+    """
+    from megatron_t2c.hf.fast_tokenizer import build_fast_tokenizer
     from megatron_t2c.hf.tokenization_t2c import T2CTokenizer
 
-    tokenizer = T2CTokenizer(tokenizer_model, model_max_length=seq_length)
+    tokenizer = T2CTokenizer(tokenizer_model, model_max_length=seq_length, decode_python=decode_python)
     tokenizer.save_pretrained(output)
+    build_fast_tokenizer(tokenizer_model).save(os.path.join(output, "tokenizer.json.partial"))
+    os.replace(os.path.join(output, "tokenizer.json.partial"), os.path.join(output, "tokenizer.json"))
     config_path = os.path.join(output, "tokenizer_config.json")
     with open(config_path, encoding="utf-8") as fh:
         config = json.load(fh)
-    config.update(tokenizer_class="T2CTokenizer", auto_map={"AutoTokenizer": ["tokenization_t2c.T2CTokenizer", None]})
-    with open(config_path, "w", encoding="utf-8") as fh:
-        json.dump(config, fh, indent=2)
+    config.update(tokenizer_class="PreTrainedTokenizerFast", decode_python=decode_python,
+                  auto_map={"AutoTokenizer": ["tokenization_t2c.T2CTokenizer", "tokenization_t2c.T2CTokenizerFast"]})
+    write_json(config_path, config)
     _copy_sources(output, _REMOTE_TOKENIZER_FILES)
-    shutil.copyfile(st.__file__, os.path.join(output, os.path.basename(st.__file__)))
+    for module in TOKENIZER_MODULES:
+        shutil.copyfile(module.__file__, os.path.join(output, os.path.basename(module.__file__)))
 
 
 def export_to_hf(checkpoint: str, output: str, *, model_class: str = "auto", dtype: Optional[str] = None,
-                 tokenizer_model: Optional[str] = None, overwrite: bool = False) -> ExportSummary:
+                 tokenizer_model: Optional[str] = None, overwrite: bool = False,
+                 max_shard_size: Union[int, str] = DEFAULT_MAX_SHARD_SIZE, eval_dir: Optional[str] = None,
+                 decode_python: bool = True) -> ExportSummary:
     """Write a Hugging Face directory for the megatron_t2c checkpoint at ``checkpoint`` (any TP/PP).
 
     ``model_class``: ``auto`` (stock GPT-2 when it computes this model exactly, else ``t2c``), ``gpt2`` or
     ``t2c``.  ``dtype``: ``float32``/``bfloat16``/``float16``, or None to keep the checkpoint's.
-    ``tokenizer_model``: default the checkpoint's own ``tokenizer.model``.
+    ``tokenizer_model``: default the checkpoint's own ``tokenizer.model``.  ``max_shard_size``: above it the
+    weights are sharded with an index (``save_pretrained``'s semantics).  ``eval_dir``: the run's evaluation
+    results for the model card (default: discovered from the pipeline's run-directory layout, see
+    :mod:`.model_card`).  ``decode_python=False``: the tokenizer decodes to the normalised text by default.
     """
     start = time.perf_counter()
     reader = MegatronTensors(checkpoint)
@@ -260,7 +299,7 @@ def export_to_hf(checkpoint: str, output: str, *, model_class: str = "auto", dty
                               "--tokenizer-model)")
     check_tokenizer(tokenizer_model, arch.vocab_size)
     out_dtype = getattr(torch, dtype) if dtype else None
-    _prepare_output(output, overwrite)
+    stage = _prepare_output(output, overwrite)
 
     plan = _export_plan(reader, arch, target, out_dtype)
     meta = [item for emit in plan for item in emit(reader.meta)]
@@ -270,15 +309,22 @@ def export_to_hf(checkpoint: str, output: str, *, model_class: str = "auto", dty
         for emit in plan:
             yield from emit(reader.load)
 
-    size = write_safetensors(os.path.join(output, SAFETENSORS_FILE), meta, stream(), {"format": "pt"})
+    size, weight_files = write_model_weights(stage, meta, stream(), max_shard_size, {"format": "pt"})
     config = arch.hf_config(target, model_dtype, reader.info)
-    config.save_pretrained(output)
+    config.save_pretrained(stage)
 
-    generation_config(arch).save_pretrained(output)
-    write_tokenizer(output, tokenizer_model, arch.seq_length)
+    generation_config(arch).save_pretrained(stage)
+    write_tokenizer(stage, tokenizer_model, arch.seq_length, decode_python=decode_python)
     if target == "t2c":
-        _copy_sources(output, _REMOTE_MODEL_FILES)
-        _copy_shipped_modules(output)
-    return ExportSummary(checkpoint=reader.path, output=output, model_class="GPT2LMHeadModel" if target == "gpt2"
-                         else "T2CForCausalLM", remote_code=target == "t2c", tensors=len(meta), bytes=size,
-                         seconds=round(time.perf_counter() - start, 3))
+        _copy_sources(stage, _REMOTE_MODEL_FILES)
+        _copy_shipped_modules(stage)
+    summary = ExportSummary(checkpoint=reader.path, output=output, model_class="GPT2LMHeadModel"
+                            if target == "gpt2" else "T2CForCausalLM", remote_code=target == "t2c",
+                            tensors=len(meta), bytes=size, seconds=0.0, weight_files=weight_files,
+                            parameters=sum(t.numel() for _, t in meta))
+    from megatron_t2c.hf.model_card import write_model_card
+
+    write_model_card(stage, reader.path, reader.info, arch, summary, eval_dir=eval_dir, name=output)
+    _publish(stage, output)
+    summary.seconds = round(time.perf_counter() - start, 3)
+    return summary

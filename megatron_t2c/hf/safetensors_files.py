@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
 import struct
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Union
 
 import torch
 
 from megatron_t2c.hf.architecture import ConversionError
 
 SAFETENSORS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+#: ``save_pretrained``'s default in transformers 5.
+DEFAULT_MAX_SHARD_SIZE = "50GB"
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 _ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
               torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}
 _ST_NAMES = {name: dtype for dtype, name in _ST_DTYPES.items()}
@@ -37,10 +44,12 @@ def write_safetensors(path: str, header_tensors: Iterable[tuple[str, torch.Tenso
     blob += b" " * (-len(blob) % 8)
     partial = path + ".partial"
     written = 0
+    tensors = iter(tensors)
     with open(partial, "wb") as fh:
         fh.write(struct.pack("<Q", len(blob)))
         fh.write(blob)
-        for (name, t), (want_name, shape, dtype) in zip(tensors, specs, strict=True):
+        # exactly len(specs) tensors are taken from ``tensors`` (the next shard's follow)
+        for (name, t), (want_name, shape, dtype) in zip(itertools.islice(tensors, len(specs)), specs, strict=True):
             if name != want_name or tuple(t.shape) != shape or t.dtype != dtype:
                 raise RuntimeError(f"tensor {name} {tuple(t.shape)} {t.dtype} does not match the header's "
                                    f"{want_name} {shape} {dtype}")
@@ -52,6 +61,57 @@ def write_safetensors(path: str, header_tensors: Iterable[tuple[str, torch.Tenso
     return written
 
 
+def parse_size(size: Union[int, str]) -> int:
+    """Bytes of a size as ``save_pretrained``'s ``max_shard_size`` takes it: an int, or ``"5GB"`` (10^9),
+    ``"500MiB"`` (2^20), ``"10KB"`` ..."""
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", str(size).upper())
+    if not m or m.group(2) not in _UNITS:
+        raise ConversionError(f"cannot read the size {size!r} (e.g. 5GB, 500MB, 2GiB or a number of bytes)")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def shard_plan(header_tensors: list[tuple[str, torch.Tensor]], max_shard_size: Union[int, str]) -> list[list]:
+    """The tensors split into shards as ``save_pretrained`` does: in order, a new shard when the next tensor
+    would take the current one over ``max_shard_size`` (a tensor bigger than that gets a shard of its own)."""
+    limit = parse_size(max_shard_size)
+    shards: list[list] = [[]]
+    size = 0
+    for name, t in header_tensors:
+        n = t.numel() * t.element_size()
+        if shards[-1] and size + n > limit:
+            shards.append([])
+            size = 0
+        shards[-1].append((name, t))
+        size += n
+    return shards
+
+
+def write_model_weights(directory: str, header_tensors: list[tuple[str, torch.Tensor]],
+                        tensors: Iterable[tuple[str, torch.Tensor]], max_shard_size: Union[int, str] =
+                        DEFAULT_MAX_SHARD_SIZE, metadata: Optional[dict] = None) -> tuple[int, list[str]]:
+    """``model.safetensors``, or -- above ``max_shard_size`` -- ``model-0000k-of-0000n.safetensors`` shards and
+    ``model.safetensors.index.json`` (Hugging Face's layout), streamed one tensor at a time.  The index is
+    written last (atomically), so an interrupted export has shards but no index.  Returns the data size and
+    the files written."""
+    shards = shard_plan(header_tensors, max_shard_size)
+    tensors = iter(tensors)
+    if len(shards) == 1:
+        return write_safetensors(os.path.join(directory, SAFETENSORS_FILE), shards[0], tensors, metadata), \
+            [SAFETENSORS_FILE]
+    total, files, weight_map = 0, [], {}
+    for k, shard in enumerate(shards, 1):
+        name = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
+        total += write_safetensors(os.path.join(directory, name), shard, tensors, metadata)
+        weight_map.update({tensor_name: name for tensor_name, _ in shard})
+        files.append(name)
+    from megatron_t2c.utils.atomic import write_json
+
+    write_json(os.path.join(directory, INDEX_FILE), {"metadata": {"total_size": total}, "weight_map": weight_map})
+    return total, files + [INDEX_FILE]
+
+
 class SafetensorsReader:
     """The tensors of a Hugging Face directory's safetensors file(s), read one at a time with plain reads.
 
@@ -60,7 +120,7 @@ class SafetensorsReader:
     """
 
     def __init__(self, directory: str):
-        index = os.path.join(directory, "model.safetensors.index.json")
+        index = os.path.join(directory, INDEX_FILE)
         if os.path.isfile(index):
             with open(index, encoding="utf-8") as fh:
                 files = sorted(set(json.load(fh)["weight_map"].values()))
