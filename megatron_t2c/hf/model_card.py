@@ -122,7 +122,7 @@ print(signature + body)  # the whole function, as Python source
 
 def model_card(model_dir: str, checkpoint: str, info: dict, arch, summary, eval_dir: Optional[str] = None) -> str:
     """The text of ``README.md`` (see the module docstring)."""
-    cfg, run = info.get("model_config", {}), info.get("config", {}) or {}
+    run = info.get("config", {}) or {}
     run_of = _pipeline_run(checkpoint)
     name = run_of[1] if run_of else os.path.basename(os.path.normpath(model_dir))
     fmt, objective, separation = info.get("format", "pangu"), info.get("objective", "?"), info.get("separation", "none")
