@@ -36,7 +36,7 @@ setup(
         # mpi4py plus an MPI implementation that pip installs (no system MPI needed).
         "mpi": ["mpi4py", "mpich"],
         # the main job's report: t-SNE plots of the embedding spaces, training curves
-        "report": ["matplotlib>=3.5", "scikit-learn>=1.5"],
+        "report": ["matplotlib>=3.8", "scikit-learn>=1.5"],
         # --wandb-project: Weights & Biases logging (offline mode needs no network)
         "wandb": ["wandb>=0.31"],
     },
