@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.training_runs import tiny_run
 
 FMT = "pycodegpt"
 
@@ -23,22 +24,10 @@ FMT = "pycodegpt"
 # ---------------------------------------------------------------------------------------------------
 
 def _argv(prefix: str, tokenizer: str, out: Path, **flags) -> list[str]:
-    """pretrain_t2c.py flags of a tiny run (the pattern of tests/test_training.py)."""
-    values = {"cpu": True, "num_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "seq_length": 128,
-              "data_path": prefix, "tokenizer_model": tokenizer, "format": FMT, "train_iters": 4,
-              "micro_batch_size": 4, "global_batch_size": 8, "lr": 1e-3, "log_interval": 1,
-              "log_jsonl": str(out / "log.jsonl"), "data_cache_path": str(out.parent / "cache"),
-              "save": str(out / "checkpoints"), "tensorboard_dir": str(out / "tensorboard"),
-              "eval_interval": 2, "eval_iters": 1}
-    values.update(flags)
-    args = []
-    for key, value in values.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            args.append(flag)
-        elif value is not None:
-            args += [flag, str(value)]
-    return args
+    """pretrain_t2c.py flags of a tiny run (helpers.training_runs.TINY, 4 steps, checkpoints and TensorBoard)."""
+    return tiny_run((prefix, tokenizer), FMT, out, cache=out.parent / "cache", **{
+        "train_iters": 4, "save": str(out / "checkpoints"), "tensorboard_dir": str(out / "tensorboard"),
+        "eval_interval": 2, "eval_iters": 1, **flags})
 
 
 def _pretrain(args: list[str]) -> dict:
@@ -234,8 +223,6 @@ def test_correlation_cli_reads_both_layouts(tmp_path):
 
 def test_correlation_averaged_across_models(tmp_path):
     """Table 4: each model's r per pair and their mean over the models that define it."""
-    from megatron_t2c.analysis import checkpoint_correlation as correlation
-
     second = {c: {"humaneval": v["humaneval"] ** 2, "mbpp_dev": 0.3 - v["mbpp_dev"], "mbpp_test": v["mbpp_test"]}
               for c, v in HAND.items()}
     flat = {c: dict(v, mbpp_dev=0.1) for c, v in HAND.items()}  # mbpp_dev constant: undefined for this model

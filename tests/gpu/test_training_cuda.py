@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.training_runs import stdlib_data, tiny_run
 
 REPO = Path(__file__).resolve().parents[2]
 FMT = "pangu"
@@ -19,26 +20,12 @@ FMT = "pangu"
 
 @pytest.fixture(scope="module")
 def data():
-    from helpers.modality_data import indexed_dataset
-    from helpers.t2c_data import tiny_tokenizer
-
-    return indexed_dataset(FMT), str(tiny_tokenizer("bpe"))
+    return stdlib_data(FMT)
 
 
 def argv(data, out: Path, **flags) -> list[str]:
-    prefix, tokenizer = data
-    values = {"num_layers": 2, "hidden_size": 128, "num_attention_heads": 4, "seq_length": 256,
-              "data_path": prefix, "tokenizer_model": tokenizer, "format": FMT, "train_iters": 30,
-              "micro_batch_size": 8, "global_batch_size": 16, "lr": 1e-3, "precision": "bf16",
-              "log_interval": 1, "log_jsonl": str(out / "log.jsonl"), "data_cache_path": str(out / "cache")}
-    values.update(flags)
-    args = []
-    for key, value in values.items():
-        if value is True:
-            args.append("--" + key.replace("_", "-"))
-        elif value is not None:
-            args += ["--" + key.replace("_", "-"), str(value)]
-    return args
+    return tiny_run(data, FMT, out, **{"cpu": None, "hidden_size": 128, "seq_length": 256, "train_iters": 30,
+                                       "micro_batch_size": 8, "global_batch_size": 16, "precision": "bf16", **flags})
 
 
 def torchrun(args: list[str]) -> subprocess.Popen:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.training_runs import stdlib_data, tiny_run
 
 from helpers.torchrun import run_with_torchrun
 
@@ -31,30 +32,12 @@ FMT = "pycodegpt"
 @pytest.fixture(scope="module")
 def data():
     """(dataset prefix, tokenizer model) made by the real preprocessing from stdlib records."""
-    from helpers.modality_data import indexed_dataset
-    from helpers.t2c_data import tiny_tokenizer
-
-    return indexed_dataset(FMT), str(tiny_tokenizer("bpe"))
+    return stdlib_data(FMT)
 
 
 def argv(data, out: Path, **flags) -> list[str]:
     """pretrain_t2c.py flags for a tiny run writing its log to ``out/log.jsonl`` (``flags`` override)."""
-    prefix, tokenizer = data
-    values = {"cpu": True, "num_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "seq_length": 128,
-              "data_path": prefix, "tokenizer_model": tokenizer, "format": FMT, "train_iters": 8,
-              "micro_batch_size": 4, "global_batch_size": 8, "lr": 1e-3, "log_interval": 1,
-              "log_jsonl": str(out / "log.jsonl"), "data_cache_path": str(out / "cache")}
-    values.update(flags)
-    args = []
-    for key, value in values.items():
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            args.append(flag)
-        elif value is False:
-            args.append("--no-" + key.replace("_", "-"))
-        elif value is not None:
-            args += [flag, *(value if isinstance(value, list) else [str(value)])]
-    return args
+    return tiny_run(data, FMT, out, **flags)
 
 
 def steps(path: Path) -> list[dict]:

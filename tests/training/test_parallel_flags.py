@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.training_runs import stdlib_data, tiny_run
 
 from helpers.torchrun import run_with_torchrun
 
@@ -17,27 +18,12 @@ FMT = "pycodegpt"
 
 @pytest.fixture(scope="module")
 def data():
-    from helpers.modality_data import indexed_dataset
-    from helpers.t2c_data import tiny_tokenizer
-
-    return indexed_dataset(FMT), str(tiny_tokenizer("bpe"))
+    return stdlib_data(FMT)
 
 
 def argv(data, out: Path, **flags) -> list[str]:
-    prefix, tokenizer = data
-    values = {"cpu": True, "num_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "seq_length": 128,
-              "data_path": prefix, "tokenizer_model": tokenizer, "format": FMT, "train_iters": 6,
-              "micro_batch_size": 4, "global_batch_size": 8, "lr": 1e-3, "log_interval": 1,
-              "hidden_dropout": 0.0, "attention_dropout": 0.0, "eval_interval": 3, "eval_iters": 1,
-              "log_jsonl": str(out / "log.jsonl"), "data_cache_path": str(out / "cache")}
-    values.update(flags)
-    args = []
-    for key, value in values.items():
-        if value is True:
-            args.append("--" + key.replace("_", "-"))
-        elif value is not None and value is not False:
-            args += ["--" + key.replace("_", "-"), str(value)]
-    return args
+    return tiny_run(data, FMT, out, **{"train_iters": 6, "hidden_dropout": 0.0, "attention_dropout": 0.0,
+                                       "eval_interval": 3, "eval_iters": 1, **flags})
 
 
 def records(path: Path) -> tuple[list[float], list[float]]:
