@@ -5,27 +5,13 @@ test sets rank checkpoints alike, the Pearson correlation of their pass@1 across
 cheap development set can stand in for the test set when choosing a checkpoint.  The paper compares
 HumanEval, MBPP dev (task ids 511-600) and MBPP test (task ids 11-510).
 
-**Inputs** (any mix; a later value for the same checkpoint and test set wins):
+**Inputs**, any mix (:func:`merge_tables`): a directory of ``--summary`` JSONs (:func:`collect_directory`),
+single summaries ``CHECKPOINT:TESTSET=PATH`` (:func:`parse_summary_specs`) or a JSON table
+``{checkpoint: {testset: value}}``; the value is a summary's ``pass@1`` or another key (:func:`read_metric`).
 
-* a directory ``ROOT`` laid out as ``ROOT/<checkpoint>/<testset>.summary.json`` or
-  ``ROOT/<checkpoint>/<testset>/<mode>.summary.json`` (the ``--summary`` JSON that
-  ``tasks/evaluate.py execute`` writes; ``mode`` defaults to ``greedy``);
-* single summaries, ``CHECKPOINT:TESTSET=PATH``;
-* a JSON table ``{checkpoint: {testset: value}}`` (values already extracted).
-
-The value read from a summary is ``pass@1`` (``--metric`` picks another key, e.g.
-``incremental_pass@1``).  Checkpoints are ordered naturally (``iter_200`` before ``iter_1000``).
-
-**Several models** (the paper's Table 4 averages across models): one series per model (e.g. one
-directory per run); :func:`average_across_runs` gives each model's matrix and, per pair of test sets, the
-arithmetic mean of the models' r where it is defined (with the number of models averaged).
-
-**Output**: for every pair of test sets, Pearson's r over the checkpoints that have both values, with n.
-r is undefined (``null``, with a note) when fewer than two checkpoints are shared or when either series is
-constant over them (zero variance: all tiny-scale models score 0.0, for instance).
-
-MBPP dev needs samples of MBPP task ids 511-600: ``megatron_t2c.evaluation.tasks.mbpp.load_mbpp(path, split="validation")`` gives
-those problems; see :data:`MBPP_SPLIT_RANGES` and :func:`mbpp_split_of`.
+**Output**: for every pair of test sets, Pearson's r over the checkpoints that have both values, with n
+(:func:`correlation_matrix`, where r is undefined is explained there); several models, as the paper's
+Table 4: :func:`average_across_runs`.  MBPP dev and test by task id: :data:`MBPP_SPLIT_RANGES`.
 """
 
 from __future__ import annotations
@@ -45,7 +31,10 @@ __all__ = ["DEFAULT_TESTSETS", "MBPP_SPLIT_RANGES", "mbpp_split_of", "read_metri
 
 #: The paper's Table 4 test sets, in this order in the outputs when present.
 DEFAULT_TESTSETS = ("humaneval", "mbpp_dev", "mbpp_test")
-#: MBPP task-id ranges (inclusive) by test-set name (``megatron_t2c.evaluation.tasks.mbpp.SPLITS``: ``validation`` = dev).
+#: MBPP task-id ranges (inclusive) by test-set name (``megatron_t2c.evaluation.tasks.mbpp.SPLITS``:
+#: ``validation`` = dev).
+#: MBPP dev needs samples of MBPP task ids 511-600: ``megatron_t2c.evaluation.tasks.mbpp.load_mbpp(path,
+#: split="validation")`` gives those problems; see :func:`mbpp_split_of`.
 MBPP_SPLIT_RANGES = {"mbpp_test": (11, 510), "mbpp_dev": (511, 600)}
 
 
@@ -59,12 +48,17 @@ def mbpp_split_of(task_id: str | int) -> Optional[str]:
 
 
 def natural_key(name: str) -> list:
-    """Sort key that orders embedded numbers numerically."""
+    """Sort key that orders embedded numbers numerically: checkpoints are ordered naturally (``iter_200``
+    before ``iter_1000``)."""
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
 
 
 def read_metric(path: str, metric: str = "pass@1") -> Optional[float]:
-    """``metric`` of one summary JSON, or None when the summary lacks it."""
+    """``metric`` of one summary JSON, or None when the summary lacks it.
+
+    The value read from a summary is ``pass@1`` by default (``--metric`` picks another key, e.g.
+    ``incremental_pass@1``).
+    """
     with open(path, encoding="utf-8") as fh:
         summary = json.load(fh)
     value = summary.get(metric)
@@ -73,7 +67,8 @@ def read_metric(path: str, metric: str = "pass@1") -> Optional[float]:
 
 def collect_directory(root: str, *, mode: str = "greedy", metric: str = "pass@1") -> dict[str, dict[str, float]]:
     """``{checkpoint: {testset: value}}`` from ``root/<checkpoint>/<testset>.summary.json`` and
-    ``root/<checkpoint>/<testset>/<mode>.summary.json``."""
+    ``root/<checkpoint>/<testset>/<mode>.summary.json`` (the ``--summary`` JSON that ``tasks/evaluate.py
+    execute`` writes; ``mode`` defaults to ``greedy``)."""
     table: dict[str, dict[str, float]] = {}
     if not os.path.isdir(root):
         raise FileNotFoundError(f"{root} is not a directory")
@@ -109,6 +104,10 @@ def parse_summary_specs(specs: Iterable[str], metric: str = "pass@1") -> dict[st
 
 
 def merge_tables(*tables: Mapping[str, Mapping[str, float]]) -> dict[str, dict[str, float]]:
+    """Merge ``{checkpoint: {testset: value}}`` tables, in order: a later value for the same checkpoint and
+    test set wins.  The inputs may be any mix of :func:`collect_directory` (a directory ``ROOT``),
+    :func:`parse_summary_specs` (single summaries, ``CHECKPOINT:TESTSET=PATH``) and a JSON table
+    ``{checkpoint: {testset: value}}`` (values already extracted)."""
     out: dict[str, dict[str, float]] = {}
     for table in tables:
         for ckpt, values in table.items():
@@ -135,7 +134,12 @@ def pearson(x: Sequence[float], y: Sequence[float]) -> tuple[Optional[float], Op
 
 def correlation_matrix(table: Mapping[str, Mapping[str, float]],
                        testsets: Optional[Sequence[str]] = None) -> dict:
-    """Pairwise Pearson r between test sets over the checkpoints of ``table`` (see the module docstring)."""
+    """Pairwise Pearson r between test sets over the checkpoints of ``table``.
+
+    For every pair of test sets, Pearson's r over the checkpoints that have both values, with n.  r is
+    undefined (``null``, with a note) when fewer than two checkpoints are shared or when either series is
+    constant over them (zero variance: all tiny-scale models score 0.0, for instance).
+    """
     checkpoints = sorted(table, key=natural_key)
     present = {t for values in table.values() for t in values}
     if testsets is None:
@@ -182,7 +186,12 @@ def format_markdown(result: Mapping, digits: int = 3) -> str:
 def average_across_runs(results: Mapping[str, Mapping]) -> dict:
     """Per model ``correlation_matrix`` results -> ``{"testsets", "pearson", "models", "per_model"}``: for
     each pair of test sets the mean of the models' defined r (None where no model defines it) and how many
-    models it averages."""
+    models it averages.
+
+    Several models (the paper's Table 4 averages across models): one series per model (e.g. one directory
+    per run); this gives each model's matrix and, per pair of test sets, the arithmetic mean of the models'
+    r where it is defined (with the number of models averaged).
+    """
     if not results:
         raise ValueError("no runs to average")
     present = {t for result in results.values() for t in result["testsets"]}

@@ -1,33 +1,11 @@
-"""Contamination check (paper §3.3): exact matches of evaluation prompts in the training data, ignoring
-whitespace.
+"""Contamination check (paper §3.3): exact matches of evaluation prompts in the training data, ignoring whitespace.
 
-**What is matched.**  For every benchmark problem (:class:`megatron_t2c.evaluation.problem.Problem`) two *probes*:
-
-* ``description``: the natural-language prompt, :attr:`Problem.description` -- HumanEval: the entry
-  point's docstring (examples included); MBPP: the problem's ``text``.  This is the part of our prompts
-  that comes from the benchmark's authors (the signature is generic).  It is the main check;
-* ``code``: the reference solution, :attr:`Problem.function` (signature and canonical body, comments
-  removed): the answer itself in the training data.
-
-Every probe and every training text is reduced to its non-whitespace characters (all Unicode whitespace
-removed, so re-indented or re-wrapped copies still match).  A probe matches a training text when it occurs
-in it as a substring (an identical docstring is the common case; a docstring or string literal that
-contains the prompt also counts).  Probes shorter than ``min_chars`` non-whitespace characters are not
-searched (reported as skipped): they would match by chance.
-
-**Training data** is streamed, never loaded at once:
-
-* extraction records (``functions.jsonl``): the ``docstring`` and ``code`` fields of each record, reported
-  with the record's ``id`` (and its 1-based line);
-* indexed datasets (``PREFIX.bin/.idx``): each document decoded with the tokenizer, format markers
-  (``[descr] [python] [eoc] [sos]``) and whitespace markers (``[new_line] [indent] [dedent]``) removed,
-  reported with the document index (and the ``functions.jsonl`` line from ``PREFIX.index_map.txt`` when
-  present).
-
-**Search.**  Each probe's every ``k``-character window is indexed; a training text is probed only at every
-``s``-th position, ``s = shortest probe - k + 1``, which any occurrence of any probe must cover with one
-of its windows; candidates are then verified exactly.  The whole standard library (66k records, 30M
-non-whitespace characters) takes seconds against all HumanEval and MBPP probes.
+For every benchmark problem two *probes* (:func:`probes_of`): its natural-language description (the main
+check) and its reference solution.  Probes and training texts are compared without any whitespace: a probe
+matches a training text when it occurs in it as a substring (:class:`ProbeIndex`, which also explains how the
+search is made fast).  Training data is streamed, never loaded at once: extraction records
+(:func:`iter_jsonl_texts`) and indexed datasets (:func:`iter_dataset_texts`).  :func:`check` searches and
+reports per benchmark; :func:`format_markdown` renders the report.
 """
 
 from __future__ import annotations
@@ -54,7 +32,11 @@ _MARKERS = re.compile(r"\[(?:descr|python|eoc|sos|new_line|indent|dedent)\]")
 
 
 def nonws(text: str) -> str:
-    """``text`` without any whitespace character."""
+    """``text`` without any whitespace character.
+
+    Every probe and every training text is reduced to its non-whitespace characters (all Unicode whitespace
+    removed, so re-indented or re-wrapped copies still match).
+    """
     return "".join(text.split())
 
 
@@ -78,7 +60,16 @@ class Probe:
 
 
 def probes_of(benchmark: str, problems: Iterable, kinds: Sequence[str] = PROBE_KINDS) -> list[Probe]:
-    """The probes of ``problems`` (:class:`megatron_t2c.evaluation.problem.Problem`)."""
+    """The probes of ``problems`` (:class:`megatron_t2c.evaluation.problem.Problem`).
+
+    What is matched: for every benchmark problem two *probes*:
+
+    * ``description``: the natural-language prompt, :attr:`Problem.description` -- HumanEval: the entry
+      point's docstring (examples included); MBPP: the problem's ``text``.  This is the part of our prompts
+      that comes from the benchmark's authors (the signature is generic).  It is the main check;
+    * ``code``: the reference solution, :attr:`Problem.function` (signature and canonical body, comments
+      removed): the answer itself in the training data.
+    """
     out = []
     for p in problems:
         if "description" in kinds:
@@ -110,7 +101,18 @@ def benchmark_probes(benchmarks: Sequence[str] = BENCHMARKS, *, mbpp_path: Optio
 
 
 class ProbeIndex:
-    """Finds every probe occurring in a text (see the module docstring for the method)."""
+    """Finds every probe occurring in a text.
+
+    A probe matches a training text when it occurs in it as a substring, both without whitespace
+    (:func:`nonws`; an identical docstring is the common case; a docstring or string literal that contains
+    the prompt also counts).  Probes shorter than ``min_chars`` non-whitespace characters are not searched
+    (reported as skipped): they would match by chance.
+
+    Search: each probe's every ``k``-character window is indexed; a training text is probed only at every
+    ``s``-th position, ``s = shortest probe - k + 1``, which any occurrence of any probe must cover with one
+    of its windows; candidates are then verified exactly.  The whole standard library (66k records, 30M
+    non-whitespace characters) takes seconds against all HumanEval and MBPP probes.
+    """
 
     def __init__(self, probes: Sequence[Probe], k: int = 16, min_chars: int = 20):
         if k < 1 or min_chars < k:
@@ -149,7 +151,11 @@ class ProbeIndex:
 
 def iter_jsonl_texts(path: str, fields: Sequence[str] = ("docstring", "code")) -> Iterator[tuple[dict, str, str]]:
     """``(where, field, text)`` for each field of each record of an extraction JSONL file, streamed;
-    ``where`` holds the record ``id`` and its 1-based ``line``."""
+    ``where`` holds the record ``id`` and its 1-based ``line``.
+
+    Extraction records (``functions.jsonl``): the ``docstring`` and ``code`` fields of each record are
+    searched, reported with the record's ``id`` (and its 1-based line).
+    """
     contents = JsonlContents()
     for line_no, record in iter_jsonl(path, contents, strict=False):
         where = {"id": record.get("id"), "line": line_no}
@@ -165,7 +171,13 @@ def iter_jsonl_texts(path: str, fields: Sequence[str] = ("docstring", "code")) -
 
 def iter_dataset_texts(prefix: str, tokenizer_model: str, chunk: int = 1024) -> Iterator[tuple[dict, str, str]]:
     """``(where, "document", text)`` for each document of an indexed dataset, decoded, markers removed;
-    ``where`` holds the document index (and the source ``line`` when ``PREFIX.index_map.txt`` exists)."""
+    ``where`` holds the document index (and the source ``line`` when ``PREFIX.index_map.txt`` exists).
+
+    Indexed datasets (``PREFIX.bin/.idx``): each document decoded with the tokenizer, format markers
+    (``[descr] [python] [eoc] [sos]``) and whitespace markers (``[new_line] [indent] [dedent]``) removed,
+    reported with the document index (and the ``functions.jsonl`` line from ``PREFIX.index_map.txt`` when
+    present).
+    """
     import warnings
 
     with warnings.catch_warnings():

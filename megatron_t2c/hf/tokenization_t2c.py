@@ -1,21 +1,13 @@
 """The megatron_t2c SentencePiece tokenizer as a Hugging Face tokenizer (remote code of exported directories).
 
-Encoding is exactly :meth:`megatron_t2c.tokenizer.sentencepiece.T2CTokenizerCore.tokenize`: SentencePiece on the raw text
-(identity normalisation, no dummy prefix, byte fallback; marker text such as ``[descr]``/``[python]`` becomes
-the markers' ids, being user-defined pieces), except that a literal ``▁`` (SentencePiece's escaped space) is
-written as its three UTF-8 byte pieces.  No BOS/EOS is added.
+Encoding is exactly :meth:`megatron_t2c.tokenizer.sentencepiece.T2CTokenizerCore.tokenize`: SentencePiece on the
+raw text (identity normalisation, no dummy prefix, byte fallback; marker text such as ``[descr]``/``[python]``
+becomes the markers' ids, being user-defined pieces), except that a literal ``▁`` (SentencePiece's escaped space)
+is written as its three UTF-8 byte pieces.  No BOS/EOS is added.
 
-Decoding gives Python source by default (:func:`python_text`): the whitespace markers are de-normalised with
-megatron_t2c's own ``normalise.denormalise`` (shipped beside this file), the function the evaluation uses.
-
-* a document (ids with format markers): ``[descr] doc`` becomes ``# doc`` comment lines, the code (a
-  PyCodeGPT ``[sos] signature`` joined to the body after ``[python]``) is de-normalised; decoding stops at
-  ``[eoc]`` (documents after it follow, one blank line apart);
-* a continuation (only code ids: what ``pipeline("text-generation")`` decodes, the new tokens alone) appends
-  to the prompt's code: text before its first ``[new_line]`` continues the prompt's last line, the lines
-  after it are indented relative to the prompt's last line, whose level is taken from the continuation's
-  own dedents (a function that the model closes says how deep it was).  So ``"def add(a, b):" + decode(new)``
-  is the function.
+Decoding gives Python source by default (:func:`python_text`, for a document or a continuation of a prompt):
+the whitespace markers are de-normalised with megatron_t2c's own ``normalise.denormalise`` (shipped beside
+this file), the function the evaluation uses.
 
 ``decode(..., raw=True)``, or ``T2CTokenizer(..., decode_python=False)`` (saved in ``tokenizer_config.json``),
 gives the raw SentencePiece text instead (``skip_special_tokens`` then drops the control pieces and the format
@@ -49,7 +41,12 @@ _CONTROL_IDS = frozenset(IDS[p] for p in (PAD, UNK, BOS, EOS)) | {IDS["[MASK]"]}
 
 
 def _continuation(text: str, indent: str) -> str:
-    """Normalised code that continues a prompt's code -> the source to append to the prompt's source."""
+    """Normalised code that continues a prompt's code -> the source to append to the prompt's source.
+
+    Text before its first ``[new_line]`` continues the prompt's last line, the lines after it are indented
+    relative to the prompt's last line, whose level is taken from the continuation's own dedents (a function
+    that the model closes says how deep it was).
+    """
     markers = [m for m in _MARKER_SCAN.finditer(text) if m.lastgroup == "m"]
     if not markers:
         return text
@@ -69,7 +66,19 @@ def _continuation(text: str, indent: str) -> str:
 
 
 def python_text(ids, decode, indent: str = "    ") -> str:
-    """Python source of token ids (see the module docstring); ``decode`` maps ids to SentencePiece text."""
+    """Python source of token ids; ``decode`` maps ids to SentencePiece text.
+
+    * a document (ids with format markers): ``[descr] doc`` becomes ``# doc`` comment lines, the code (a
+      PyCodeGPT ``[sos] signature`` joined to the body after ``[python]``) is de-normalised; decoding stops
+      at ``[eoc]`` (documents after it follow, one blank line apart);
+    * a continuation (only code ids: what ``pipeline("text-generation")`` decodes, the new tokens alone)
+      appends to the prompt's code: text before its first ``[new_line]`` continues the prompt's last line,
+      the lines after it are indented relative to the prompt's last line, whose level is taken from the
+      continuation's own dedents (a function that the model closes says how deep it was)
+      (:func:`_continuation`).  So ``"def add(a, b):" + decode(new)`` is the function.
+
+    The whitespace markers are de-normalised with megatron_t2c's own ``normalise.denormalise``.
+    """
     ids = [int(i) for i in ids if int(i) not in _CONTROL_IDS]
     if not any(i in (DESCR_ID, PYTHON_ID, SOS_ID) for i in ids):
         cut = ids.index(EOC_ID) if EOC_ID in ids else len(ids)

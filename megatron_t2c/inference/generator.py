@@ -3,46 +3,17 @@
 The engine (:class:`Generator`) takes prompts as token-id lists -- ``[descr] d [python] sig`` (PanGu) or
 ``[sos] sig [descr] d [python]`` (PyCodeGPT), optionally followed by a body prefix (incremental prompts) --
 and continues them until ``[eoc]`` or a length limit.  It follows the training-time rules exactly, so that a
-cached step gives the logits a full forward pass over the whole sequence gives (tested to 1e-5 in fp32):
+cached step gives the logits a full forward pass over the whole sequence gives (:func:`full_forward_logits`;
+tested to 1e-5 in fp32).  Where each rule is described:
 
-* **Rows**: prompt tokens take rows by modality (``model.rows(tokens, modality_ids(prompt, fmt))``); every
-  generated token is code (``CODE`` rows: separated tokens their code row, specials their shared row).
-* **Output space**: a prompt ends inside code (after ``[python]`` or in the signature/body that follows it),
-  so the segment after every position that predicts a generated token is ``CODE``
-  (:func:`~megatron_t2c.mrpt.modality.segment_ids`, as ``objectives.build_batch`` sets ``label_modality``): the
-  logits are scored with the code-space rows.  The opening markers and the unused control pieces
-  (``<pad> <unk> <s> </s> [descr] [python] [sos] [MASK]``) are never generated (``suppress_markers``):
-  training never has them as a label inside code, and one would switch modality mid-sample.
-* **Positions** restart at 0 at a prompt's first real token (left padding takes no positions); learned
-  absolute positions cap a sequence at the model's context length.  RoPE (megatron applies it by cache slot)
-  is relative, so left padding does not change it.
-* **Attention**: causal over real tokens; pad keys are never visible.  Under ``prefix-code`` the prompt's
-  prefix (:func:`~megatron_t2c.mrpt.objectives.prefix_mask`: its start through ``[python]``) attends to itself
-  both ways, computed per prompt on the *unpadded* tokens and placed after the padding (the paper's release
-  ignored left padding here).  Pad query rows see only themselves (no NaN reaches the cache).
-
-**KV cache.**  megatron-core's own static-batching machinery: a
-``megatron.core.inference.contexts.StaticInferenceContext`` passed as ``inference_context``.  megatron's
-``Attention`` writes each step's K/V into the context's buffers and hands the core attention the keys of all
-slots so far; we pass an explicit boolean mask each step (prefill ``[b, 1, P, P]``, decode ``[b, 1, 1, P+t]``),
-which the model's core attention (:mod:`megatron_t2c.models.attention`) applies as in training.  The buffers are
-allocated here, on the model's device and dtype (megatron's allocator would use ``torch.cuda.current_device()``),
-and rows of finished sequences are dropped from them (the batch shrinks as sequences end).
-
-**Sampling**: greedy, temperature, top-k, top-p (nucleus).  Vocab-parallel logits are gathered, so every TP
-rank holds the same ``[b, V]`` logits; the draw is *counter-based*: the uniform number for a sequence's
-``t``-th token is a hash of ``(seed, sequence key, t)`` (:func:`uniforms`), used for an inverse-CDF draw over the
-filtered distribution.  No generator state: the same seed and key give the same sample on every TP rank,
-whatever the batch size or batch companions, on resume, and for any order of work.  Under TP the chosen
-tokens are also broadcast from the first TP rank (a guard against any divergence).
-
-**Length**: by default a sample runs to the model's context (prompt + generation = context length, as the
-release generates up to 1,024 tokens in total) and stops at ``[eoc]``; ``max_new_tokens`` caps it lower.
-A sample cut by either limit has ``stop = "length"``.
-
-**Output**: the generated ids without ``[eoc]`` (a missing ``[eoc]`` never costs the last character: the
-release cut one character off the text unconditionally) -- :mod:`megatron_t2c.evaluation.completions`
-turns them into de-normalised Python.
+* **Rows** and **Positions**: :meth:`Generator._prompt_tensors`; **Attention**: :meth:`Generator._prefill_mask`;
+  **Output space** and the never-generated markers: :meth:`Generator._forward`;
+* **KV cache** (megatron-core's own static batching): :meth:`Generator._new_context` and
+  :meth:`Generator._generate_batch`;
+* **Sampling** (greedy, temperature, top-k, top-p; counter-based, no generator state): :func:`sample_tokens`,
+  :func:`uniforms`, and under TP :meth:`Generator._agree`;
+* **Length** (by default to the model's context; stop at ``[eoc]``): :meth:`Generator.budget`;
+* **Output** (the generated ids without ``[eoc]``): :class:`GenerationResult`.
 """
 
 from __future__ import annotations
@@ -98,7 +69,12 @@ class SamplingConfig:
 
 @dataclasses.dataclass
 class GenerationResult:
-    """One finished sequence."""
+    """One finished sequence.
+
+    Output: the generated ids without ``[eoc]`` (a missing ``[eoc]`` never costs the last character: the
+    release cut one character off the text unconditionally) -- :mod:`megatron_t2c.evaluation.completions`
+    turns them into de-normalised Python.
+    """
 
     tokens: list[int]  # generated ids, without the [eoc]
     stop: str  # "eoc", or "length": max_new_tokens or the model's context length was reached
@@ -124,7 +100,13 @@ def sequence_key(*parts: object) -> int:
 
 
 def uniforms(seed: int, keys: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    """float64 uniforms in ``[0, 1)``, a hash of ``(seed, key, step)`` per element (SplitMix64): no state."""
+    """float64 uniforms in ``[0, 1)``, a hash of ``(seed, key, step)`` per element (SplitMix64): no state.
+
+    The draw is *counter-based*: the uniform number for a sequence's ``t``-th token is a hash of
+    ``(seed, sequence key, t)``, used for an inverse-CDF draw over the filtered distribution
+    (:func:`sample_tokens`).  No generator state: the same seed and key give the same sample on every TP
+    rank, whatever the batch size or batch companions, on resume, and for any order of work.
+    """
     h = splitmix64(splitmix64(keys.long() + _signed(seed)) + steps.long())
     h = splitmix64(h + 0x5851F42D4C957F2D)
     return ((h >> 11) & ((1 << 53) - 1)).double() * (2.0 ** -53)
@@ -137,6 +119,8 @@ def sample_tokens(logits: torch.Tensor, sampling: SamplingConfig, keys: torch.Te
     Greedy: argmax (the lowest id on ties).  Else: divide by the temperature, keep the top-k and the
     top-p nucleus (the most likely tokens until their mass reaches ``top_p``; the first always stays),
     and draw by inverse CDF with :func:`uniforms` over the tokens sorted by probability (stable order).
+    Vocab-parallel logits are gathered (:meth:`Generator._forward`), so every TP rank holds the same
+    ``[b, V]`` logits and draws the same tokens.
     """
     if sampling.greedy:
         return logits.argmax(dim=-1)
@@ -254,7 +238,12 @@ class Generator:
         return results  # type: ignore[return-value]
 
     def budget(self, prompt_length: int, sampling: SamplingConfig) -> int:
-        """The most tokens a prompt of ``prompt_length`` may get: to the context, or ``max_new_tokens``."""
+        """The most tokens a prompt of ``prompt_length`` may get: to the context, or ``max_new_tokens``.
+
+        Length: by default a sample runs to the model's context (prompt + generation = context length, as
+        the release generates up to 1,024 tokens in total) and stops at ``[eoc]``; ``max_new_tokens`` caps
+        it lower.  A sample cut by either limit has ``stop = "length"``.
+        """
         room = self.context_length - prompt_length
         return room if sampling.max_new_tokens is None else min(sampling.max_new_tokens, room)
 
@@ -267,7 +256,15 @@ class Generator:
         return tqdm(total=total, unit="tok", desc="generate", dynamic_ncols=True, smoothing=0.1)
 
     def _prompt_tensors(self, prompts: list[list[int]]):
-        """Left-padded tokens, row ids, positions, validity and prefix flags of a batch of prompts."""
+        """Left-padded tokens, row ids, positions, validity and prefix flags of a batch of prompts.
+
+        * **Rows**: prompt tokens take rows by modality (``model.rows(tokens, modality_ids(prompt, fmt))``);
+          every generated token is code (``CODE`` rows: separated tokens their code row, specials their
+          shared row).
+        * **Positions** restart at 0 at a prompt's first real token (left padding takes no positions);
+          learned absolute positions cap a sequence at the model's context length.  RoPE (megatron applies
+          it by cache slot) is relative, so left padding does not change it.
+        """
         b, length = len(prompts), max(len(p) for p in prompts)
         tokens = torch.full((b, length), st.PAD_ID, dtype=torch.long)
         modality = torch.zeros((b, length), dtype=torch.long)
@@ -288,7 +285,14 @@ class Generator:
         return rows, positions.to(dev), real.to(dev), prefix.to(dev)
 
     def _prefill_mask(self, real: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-        """``[b, 1, P, P]`` bool, True = masked: causal over real keys, the prefix both ways, pads see themselves."""
+        """``[b, 1, P, P]`` bool, True = masked: causal over real keys, the prefix both ways, pads see themselves.
+
+        Attention: causal over real tokens; pad keys are never visible.  Under ``prefix-code`` the prompt's
+        prefix (:func:`~megatron_t2c.mrpt.objectives.prefix_mask`: its start through ``[python]``) attends to
+        itself both ways, computed per prompt on the *unpadded* tokens (:meth:`_prompt_tensors`) and placed
+        after the padding (the paper's release ignored left padding here).  Pad query rows see only
+        themselves (no NaN reaches the cache).
+        """
         length = real.shape[1]
         causal = torch.ones(length, length, dtype=torch.bool, device=real.device).tril()
         allowed = (causal | (prefix[:, :, None] & prefix[:, None, :])) & real[:, None, :]
@@ -296,7 +300,17 @@ class Generator:
         return (~allowed).unsqueeze(1)
 
     def _new_context(self, batch: int, slots: int):
-        """megatron's static inference context with K/V buffers allocated here (model device and dtype)."""
+        """megatron's static inference context with K/V buffers allocated here (model device and dtype).
+
+        KV cache: megatron-core's own static-batching machinery, a
+        ``megatron.core.inference.contexts.StaticInferenceContext`` passed as ``inference_context``.
+        megatron's ``Attention`` writes each step's K/V into the context's buffers and hands the core
+        attention the keys of all slots so far; we pass an explicit boolean mask each step (prefill
+        ``[b, 1, P, P]``, decode ``[b, 1, 1, P+t]``), which the model's core attention
+        (:mod:`megatron_t2c.models.attention`) applies as in training.  The buffers are allocated here, on the
+        model's device and dtype (megatron's allocator would use ``torch.cuda.current_device()``), and rows
+        of finished sequences are dropped from them (:meth:`_generate_batch`).
+        """
         from megatron.core.inference.contexts import StaticInferenceContext
 
         ctx = StaticInferenceContext(batch, slots)
@@ -309,7 +323,17 @@ class Generator:
         return ctx
 
     def _forward(self, rows, positions, masked, ctx) -> torch.Tensor:
-        """Logits ``[b, V]`` (float32, gathered over TP, padded vocabulary cut) of each row's last position."""
+        """Logits ``[b, V]`` (float32, gathered over TP, padded vocabulary cut) of each row's last position.
+
+        Output space: a prompt ends inside code (after ``[python]`` or in the signature/body that follows
+        it), so the segment after every position that predicts a generated token is ``CODE``
+        (:func:`~megatron_t2c.mrpt.modality.segment_ids`, as ``objectives.build_batch`` sets
+        ``label_modality``): the logits are scored with the code-space rows.  The opening markers and the
+        unused control pieces (``<pad> <unk> <s> </s> [descr] [python] [sos] [MASK]``) are never generated
+        (``suppress_markers``): training never has them as a label inside code, and one would switch
+        modality mid-sample.  Vocab-parallel logits are gathered, so every TP rank holds the same
+        ``[b, V]`` logits.
+        """
         logits = self.model(rows, positions, masked, inference_context=ctx, runtime_gather_output=True,
                             label_modality=CODE)
         logits = logits[:, -1, :self.vocab_size].float()
@@ -318,7 +342,10 @@ class Generator:
         return logits
 
     def _agree(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Under TP: every rank takes the first TP rank's tokens (they are equal already; a guard)."""
+        """Under TP: every rank takes the first TP rank's tokens (they are equal already; a guard).
+
+        The chosen tokens are broadcast from the first TP rank: a guard against any divergence.
+        """
         if self.tp_size > 1:
             src = torch.distributed.get_global_rank(self.tp_group, 0)
             torch.distributed.broadcast(tokens, src=src, group=self.tp_group)
@@ -326,6 +353,8 @@ class Generator:
 
     def _generate_batch(self, prompts: list[list[int]], keys: list[int], sampling: SamplingConfig,
                         return_logits: bool, bar) -> list[GenerationResult]:
+        """Prefill then decode one batch with a KV cache; rows of finished sequences are dropped from the
+        cache and the batch as they end (the batch shrinks as sequences end)."""
         b = len(prompts)
         lengths = torch.tensor([len(p) for p in prompts])
         length = int(lengths.max())

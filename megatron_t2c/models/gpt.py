@@ -5,25 +5,11 @@
 * **Embedding**: megatron's own ``VocabParallelEmbedding``, sized and laid out by a
   :class:`~megatron_t2c.models.row_layout.RowLayout`; the model's ``input_ids`` are *row* ids
   (``layout.rows(tokens, modality)``).
-* **Output** (:meth:`T2CGPTModel._postprocess`): labels stay base-vocabulary ids.  Positions whose label is
-  code (``label_modality == CODE``) score the base vocabulary with the code-space rows (each separated token
-  its code row, the others their shared row: a local gather with ``code_output_index``); other positions
-  score it with the base rows.  This equals the paper release's "enlarged vocabulary + masked softmax"
-  without the enlarged softmax.  Positions without loss never reach the LM head; padded-vocabulary logits
-  are ``-inf``; the loss is megatron's ``vocab_parallel_cross_entropy``, or with ``chunked_head`` the output
-  layer and cross-entropy fused and chunked (:mod:`megatron_t2c.models.tied_output`).
-* **Checkpoints** (:meth:`T2CGPTModel.sharded_state_dict`) do not depend on the tensor-parallel size: the
-  base rows are saved as megatron saves a GPT word embedding (``embedding.word_embeddings.weight``, the
-  padded base vocabulary, vocab-sharded) and the code rows as one global ``[K, hidden]`` tensor
-  (``embedding.word_embeddings.code_rows``) written in uneven per-rank pieces, both through one
-  ``ShardedTensorFactory`` (so optimizer states follow the same mapping).  The separated-id list is saved
-  too (``embedding.word_embeddings.separated_ids``) and checked on load.  A checkpoint without separation
-  (MAPT) has exactly the layout of a stock megatron GPT; load it into a separated model with
-  ``metadata={BASE_ROWS_ONLY: True}`` and every code row starts as a copy of its token's row.
-
-Host synchronisation: with a ``loss_mask`` (or mixed code/non-code labels) the loss path reads two counts to
-the host once per micro-batch (the sizes of the selected position groups; a data-dependent shape).  Without
-a loss mask and with a single output space it does not synchronise.
+* **Output** (:meth:`T2CGPTModel._postprocess`): labels stay base-vocabulary ids; positions whose label is
+  code are scored with the code-space rows, the others with the base rows (the paper release's "enlarged
+  vocabulary + masked softmax" without the enlarged softmax); host synchronisation: :meth:`T2CGPTModel._loss`.
+* **Checkpoints** (:meth:`T2CGPTModel.sharded_state_dict`) do not depend on the tensor-parallel size; a
+  checkpoint without separation (MAPT) loads into a separated model with ``metadata={BASE_ROWS_ONLY: True}``.
 """
 
 from __future__ import annotations
@@ -263,7 +249,16 @@ class T2CGPTModel(GPTModel):
     def _postprocess(self, hidden_states, input_ids=None, position_ids=None, labels=None, *unused_args,
                      loss_mask=None, label_modality=None, runtime_gather_output=None, inference_context=None,
                      **unused_kwargs):
-        """The modality-relative tied output layer and loss (see the module docstring)."""
+        """The modality-relative tied output layer and loss.
+
+        Labels stay base-vocabulary ids.  Positions whose label is code (``label_modality == CODE``) score
+        the base vocabulary with the code-space rows (each separated token its code row, the others their
+        shared row: a local gather with ``code_output_index``); other positions score it with the base rows.
+        This equals the paper release's "enlarged vocabulary + masked softmax" without the enlarged softmax.
+        Positions without loss never reach the LM head; padded-vocabulary logits are ``-inf``; the loss is
+        megatron's ``vocab_parallel_cross_entropy``, or with ``chunked_head`` the output layer and
+        cross-entropy fused and chunked (:mod:`megatron_t2c.models.tied_output`).
+        """
         if not self.post_process:
             return hidden_states
         if self.config.sequence_parallel:  # backward: reduce-scatter, as in megatron's ColumnParallelLinear
@@ -326,7 +321,12 @@ class T2CGPTModel(GPTModel):
         return logits.transpose(0, 1).contiguous()
 
     def _loss(self, hidden_states, labels, loss_mask, label_modality):
-        """Per-token losses: select the positions with loss, code-space ones first, one output node."""
+        """Per-token losses: select the positions with loss, code-space ones first, one output node.
+
+        Host synchronisation: with a ``loss_mask`` (or mixed code/non-code labels) the loss path reads two
+        counts to the host once per micro-batch (the sizes of the selected position groups; a data-dependent
+        shape).  Without a loss mask and with a single output space it does not synchronise.
+        """
         s, b, h = hidden_states.shape
         hidden = hidden_states.reshape(s * b, h)  # sequence-major, like hidden_states
         targets = labels.transpose(0, 1).reshape(-1)
@@ -394,7 +394,17 @@ class T2CGPTModel(GPTModel):
 
     def sharded_state_dict(self, prefix: str = "", sharded_offsets: tuple = (),
                            metadata: Optional[dict] = None):
-        """megatron's sharded state dict with the table mapped TP-agnostically (see the module docstring).
+        """megatron's sharded state dict with the table mapped TP-agnostically.
+
+        Checkpoints do not depend on the tensor-parallel size: the base rows are saved as megatron saves a
+        GPT word embedding (``embedding.word_embeddings.weight``, the padded base vocabulary, vocab-sharded)
+        and the code rows as one global ``[K, hidden]`` tensor (``embedding.word_embeddings.code_rows``)
+        written in uneven per-rank pieces, both through one ``ShardedTensorFactory``
+        (:meth:`_table_factory`; so optimizer states follow the same mapping).  The separated-id list is
+        saved too (``embedding.word_embeddings.separated_ids``) and checked on load
+        (:meth:`_check_separated_ids`).  A checkpoint without separation (MAPT) has exactly the layout of a
+        stock megatron GPT; load it into a separated model with ``metadata={BASE_ROWS_ONLY: True}`` and every
+        code row starts as a copy of its token's row.
 
         ``metadata[BASE_ROWS_ONLY]``: leave out the code rows and the separated ids (to load a checkpoint
         saved without separation; code rows are then initialised from the loaded base rows).

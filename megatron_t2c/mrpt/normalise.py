@@ -14,16 +14,11 @@ newlines included, is kept exactly.  Tokens are separated by single spaces::
 (without the line break, which is only there to fit this page).
 
 :func:`denormalise` rebuilds source with four spaces per level; its AST equals the original's.  Marker
-text that appears in code outside string literals (``a[indent]`` subscripts a variable called ``indent``)
-is written ``a[ indent]`` so that it cannot be mistaken for a marker: the AST is unchanged.
+text in code outside string literals is escaped so that it cannot be mistaken for a marker
+(:func:`_escape_marker_text`); the AST is unchanged.
 
-The scanner is a single regular expression over the source (strings, comments, continuations and line
-breaks) with bracket depth counted in the C-level gaps between matches, several times faster than the
-``tokenize`` module; tests check it against ``tokenize`` on the whole standard library.  f-strings (and
-PEP 750 t-strings) are read with the PEP 701 grammar of Python 3.12 on any Python: a replacement field may
-hold strings with the same quotes, comments and line breaks, so their extent is found by a small scanner
-over the literal text, the fields and the format specs (:func:`_template_end`).  Any string literal, an
-f-string included, is one token whose text is kept exactly.
+The scanner (:func:`logical_lines`) is a single regular expression, several times faster than ``tokenize``
+and checked against it; f-strings are read with the PEP 701 grammar on any Python.
 """
 
 from __future__ import annotations
@@ -228,6 +223,14 @@ def logical_lines(source: str, multiline_strings: list[tuple[int, int]] | None =
 
     ``multiline_strings``, when given, receives the (start, end) offsets of every string literal that
     spans lines.  Raises ``ValueError`` for unbalanced brackets or unterminated string literals.
+
+    The scanner is a single regular expression over the source (strings, comments, continuations and line
+    breaks) with bracket depth counted in the C-level gaps between matches, several times faster than the
+    ``tokenize`` module; tests check it against ``tokenize`` on the whole standard library.  f-strings (and
+    PEP 750 t-strings) are read with the PEP 701 grammar of Python 3.12 on any Python: a replacement field
+    may hold strings with the same quotes, comments and line breaks, so their extent is found by a small
+    scanner over the literal text, the fields and the format specs (:func:`_template_end`).  Any string
+    literal, an f-string included, is one token whose text is kept exactly.
     """
     lines: list[LogicalLine] = []
     pieces: list[str] = []  # text of the current logical line, split at breaks and comments
@@ -311,7 +314,11 @@ def _finish(source: str, line_start: int, first: int, last_end: int, pieces: lis
 
 
 def _escape_marker_text(text: str) -> str:
-    """Write marker text outside string literals as ``[ name]`` (same AST, no longer a marker)."""
+    """Write marker text outside string literals as ``[ name]`` (same AST, no longer a marker).
+
+    Marker text that appears in code outside string literals (``a[indent]`` subscripts a variable called
+    ``indent``) is written ``a[ indent]`` so that it cannot be mistaken for a marker: the AST is unchanged.
+    """
     out = []
     cursor = 0
     for m in _outside_strings(_MARKER_SCAN, text):

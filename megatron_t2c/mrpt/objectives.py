@@ -17,29 +17,9 @@ objective           loss on positions whose       input                         
                                                                                       prefix bidirectional
 ==================  ============================  ==================================  =========================
 
-Rules decided here (see the functions for details):
-
-* **Code loss**: a position is trained when its label lies in a code segment -- a code token, or a
-  special inside code (``[new_line] [indent] [dedent]``, raw ``\\n \\t \\r``: without them a model never
-  learns line structure) -- or when its label is the ``[eoc]`` that closes a code segment (else a model
-  never learns to stop).  Markers that open segments (``[sos] [descr] [python]``) are never code labels:
-  the prompt supplies them.  In PyCodeGPT the signature (``[sos] signature [descr] docstring [python]``)
-  is code but is never trained by the code objectives: it is always given in the prompt, and the paper's
-  release masks it (its ``code-only`` collator sets the labels of ``[sos]``, the signature, ``[descr]``,
-  the docstring and ``[python]`` to -100).  Only the body after ``[python]`` and the closing ``[eoc]`` are
-  trained.  PanGu is unchanged (its signature follows ``[python]``).
-* **Prefix** (prefix-code): every token of a document from its start through its ``[python]`` inclusive --
-  PanGu ``[descr] docstring [python]``, PyCodeGPT ``[sos] signature [descr] docstring [python]`` (code-only
-  samples: ``[python]`` alone, resp. ``[sos] signature [python]``) -- exactly the prompt given at generation.
-  Prefix tokens attend to each other both ways within their document; everything else is causal.  Labels
-  inside the prefix are never trained under prefix-code (a prefix position sees its own label).
-* A row starting inside a document infers its first tokens' state from the next marker
-  (:mod:`megatron_t2c.mrpt.modality`); the prefix likewise: tokens before a row's first ``[python]`` (PanGu) or
-  first ``[descr]``/``[python]`` (PyCodeGPT) are prefix, tokens before a first ``[eoc]`` or in a row with no
-  marker are code body.
-* **Corruption ids**: replacements are ordinary base-vocabulary ids, ``id >= NUM_SPECIAL`` (15): never a
-  special or format marker (so corruption never changes modality or document structure), but the
-  byte-fallback pieces 15-270 are included -- they are ordinary text (every byte of rare characters).
+Rules decided here: the **code loss** (:func:`code_labels`, :func:`loss_mask`), the **prefix** of
+prefix-code and rows that start inside a document (:func:`prefix_mask`), the **corruption ids**
+(:func:`corrupt`).
 """
 
 from __future__ import annotations
@@ -105,7 +85,20 @@ def position_ids(tokens: torch.Tensor, eod_id: int = EOC_ID) -> torch.LongTensor
 # ------------------------------------------------------------------------------------------ prefix
 
 def prefix_mask(tokens: torch.Tensor, fmt: str) -> torch.BoolTensor:
-    """Which tokens are in their document's prefix: from the document's start through its ``[python]``."""
+    """Which tokens are in their document's prefix: from the document's start through its ``[python]``.
+
+    Prefix (prefix-code): every token of a document from its start through its ``[python]`` inclusive --
+    PanGu ``[descr] docstring [python]``, PyCodeGPT ``[sos] signature [descr] docstring [python]``
+    (code-only samples: ``[python]`` alone, resp. ``[sos] signature [python]``) -- exactly the prompt given
+    at generation.  Prefix tokens attend to each other both ways within their document; everything else is
+    causal (:func:`attention_mask`).  Labels inside the prefix are never trained under prefix-code (a prefix
+    position sees its own label; :func:`loss_mask`).
+
+    A row starting inside a document infers its first tokens' state from the next marker
+    (:mod:`megatron_t2c.mrpt.modality`); the prefix likewise: tokens before a row's first ``[python]``
+    (PanGu) or first ``[descr]``/``[python]`` (PyCodeGPT) are prefix, tokens before a first ``[eoc]`` or in
+    a row with no marker are code body.
+    """
     _check_format(fmt)
     phase = marker_states(tokens, _PREFIX_AFTER[fmt], _PREFIX_BEFORE[fmt], _BODY)
     return (phase == _PREFIX) | (tokens == PYTHON_ID)
@@ -114,7 +107,20 @@ def prefix_mask(tokens: torch.Tensor, fmt: str) -> torch.BoolTensor:
 # --------------------------------------------------------------------------------------------- loss
 
 def code_labels(tokens: torch.Tensor, labels: torch.Tensor, fmt: str) -> torch.BoolTensor:
-    """Positions whose label lies in a code segment or is the ``[eoc]`` closing one (see the module notes)."""
+    """Positions whose label lies in a code segment or is the ``[eoc]`` closing one.
+
+    Code loss: a position is trained when its label lies in a code segment -- a code token, or a special
+    inside code (``[new_line] [indent] [dedent]``, raw ``\\n \\t \\r``: without them a model never learns
+    line structure) -- or when its label is the ``[eoc]`` that closes a code segment (else a model never
+    learns to stop).  Markers that open segments (``[sos] [descr] [python]``) are never code labels: the
+    prompt supplies them.
+
+    In PyCodeGPT the signature (``[sos] signature [descr] docstring [python]``) is code but is never trained
+    by the code objectives (:func:`loss_mask` removes the prefix): it is always given in the prompt, and the
+    paper's release masks it (its ``code-only`` collator sets the labels of ``[sos]``, the signature,
+    ``[descr]``, the docstring and ``[python]`` to -100).  Only the body after ``[python]`` and the closing
+    ``[eoc]`` are trained.  PanGu is unchanged (its signature follows ``[python]``).
+    """
     segments = segment_ids(_full_row(tokens, labels), fmt)
     before, at = segments[..., :-1], segments[..., 1:]  # segment after the input token, after the label
     labels = labels.long()
@@ -191,6 +197,10 @@ def corrupt(tokens: torch.Tensor, modality: torch.Tensor, *, seed: int, sample_i
     ``(seed, sample id, position in the row)`` (:func:`position_hash`): pass ``sample_ids`` (one per row,
     e.g. the ``GPTDataset`` index; on the tokens' device to avoid a copy) and the same sample gets the
     same corruption on every rank, device and resume.
+
+    Corruption ids: replacements are ordinary base-vocabulary ids, ``id >= NUM_SPECIAL`` (15): never a
+    special or format marker (so corruption never changes modality or document structure), but the
+    byte-fallback pieces 15-270 are included -- they are ordinary text (every byte of rare characters).
     """
     if not 0 <= rate <= 1:
         raise ValueError("rate must be in [0, 1]")
