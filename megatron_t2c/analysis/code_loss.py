@@ -10,7 +10,9 @@ taken over the continuation only, in code space (everything after ``[python]`` i
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 import time
 from typing import NamedTuple, Optional, Sequence
 
@@ -149,16 +151,11 @@ def format_markdown(result: dict) -> str:
 
 def result_path(run_dir: str, name: str) -> str:
     """Where the main job keeps a run's code loss: ``eval/<run>/code_loss.json``."""
-    import os
-
     return os.path.join(run_dir, "eval", name, "code_loss.json")
 
 
 def report_lines(run_dir: str, names: Sequence[str], png: str, rel) -> tuple[list[str], Optional[str]]:
     """Markdown for the report (runs in ``names`` order) and the bar chart's path (None without results)."""
-    import json
-    import os
-
     results = {}
     for name in names:
         path = result_path(run_dir, name)

@@ -111,7 +111,28 @@ def _document(ids: list, decode, indent: str) -> str:
     return comment + denormalise(code, indent)
 
 
-class T2CTokenizer(PreTrainedTokenizer):
+class _T2CIdsAndDecoding:
+    """What both tokenizer classes share: no BOS/EOS added, which ids count as special, and decoding -- raw
+    (``_raw``, the class's own detokenizer) or, by default, to Python source (:func:`python_text`)."""
+
+    def build_inputs_with_special_tokens(self, token_ids_0, token_ids_1=None):
+        return list(token_ids_0) + (list(token_ids_1) if token_ids_1 else [])
+
+    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens=False):
+        ids = list(token_ids_0) + (list(token_ids_1) if token_ids_1 else [])
+        return [int(i in _SKIPPED_IDS) for i in ids]
+
+    def _decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None,
+                raw: Optional[bool] = None, **kwargs) -> str:
+        ids = [int(token_ids)] if isinstance(token_ids, int) else [int(i) for i in token_ids]
+        if not (self.decode_python if raw is None else not raw):
+            if skip_special_tokens:
+                ids = [i for i in ids if i not in _SKIPPED_IDS]
+            return self._raw(ids)
+        return python_text(ids, self._raw)
+
+
+class T2CTokenizer(_T2CIdsAndDecoding, PreTrainedTokenizer):
     """SentencePiece ``tokenizer.model`` with megatron_t2c's fixed special ids (see the module docstring)."""
 
     vocab_files_names = {"vocab_file": "tokenizer.model"}
@@ -174,22 +195,9 @@ class T2CTokenizer(PreTrainedTokenizer):
     def _tokenize(self, text: str, **kwargs) -> list[str]:
         return self.tokenize(text)
 
-    def build_inputs_with_special_tokens(self, token_ids_0, token_ids_1=None):
-        return list(token_ids_0) + (list(token_ids_1) if token_ids_1 else [])
-
-    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens=False):
-        ids = list(token_ids_0) + (list(token_ids_1) if token_ids_1 else [])
-        return [int(i in _SKIPPED_IDS) for i in ids]
-
-    # -- decoding --------------------------------------------------------------------------------------
-    def _decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None,
-                raw: Optional[bool] = None, **kwargs) -> str:
-        ids = [int(token_ids)] if isinstance(token_ids, int) else [int(i) for i in token_ids]
-        if not (self.decode_python if raw is None else not raw):
-            if skip_special_tokens:
-                ids = [i for i in ids if i not in _SKIPPED_IDS]
-            return self.sp_model.decode(ids)
-        return python_text(ids, self.sp_model.decode)
+    # -- decoding (shared with the fast class: _T2CIdsAndDecoding) -------------------------------------
+    def _raw(self, ids) -> str:
+        return self.sp_model.decode(list(ids))
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         return self.sp_model.decode([self.sp_model.piece_to_id(t) for t in tokens])
@@ -202,7 +210,7 @@ class T2CTokenizer(PreTrainedTokenizer):
         return (target,)
 
 
-class T2CTokenizerFast(PreTrainedTokenizerFast):
+class T2CTokenizerFast(_T2CIdsAndDecoding, PreTrainedTokenizerFast):
     """:class:`T2CTokenizer` over ``tokenizer.json`` (Rust ``tokenizers``), with the same Python decoding."""
 
     vocab_files_names = {"tokenizer_file": "tokenizer.json"}
@@ -215,21 +223,5 @@ class T2CTokenizerFast(PreTrainedTokenizerFast):
     def decode_python(self) -> bool:
         return bool(self.init_kwargs.get("decode_python", True))
 
-    def build_inputs_with_special_tokens(self, token_ids_0, token_ids_1=None):
-        return list(token_ids_0) + (list(token_ids_1) if token_ids_1 else [])
-
-    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens=False):
-        ids = list(token_ids_0) + (list(token_ids_1) if token_ids_1 else [])
-        return [int(i in _SKIPPED_IDS) for i in ids]
-
     def _raw(self, ids) -> str:
         return self._tokenizer.decode(list(ids), skip_special_tokens=False)
-
-    def _decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None,
-                raw: Optional[bool] = None, **kwargs) -> str:
-        ids = [int(token_ids)] if isinstance(token_ids, int) else [int(i) for i in token_ids]
-        if not (self.decode_python if raw is None else not raw):
-            if skip_special_tokens:
-                ids = [i for i in ids if i not in _SKIPPED_IDS]
-            return self._raw(ids)
-        return python_text(ids, self._raw)
