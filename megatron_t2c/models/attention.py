@@ -36,7 +36,8 @@ from megatron.core.utils import divide
 
 from megatron_t2c.models.config import resolve_backend
 
-__all__ = ["AttentionMask", "SDPAAttention", "FlexCoreAttention", "core_attention_spec", "layer_spec"]
+__all__ = ["AttentionMask", "SDPAAttention", "FlexCoreAttention", "ColumnParallelLinearNoBias", "core_attention_spec",
+           "layer_spec"]
 
 #: The backends (names, descriptions, :func:`resolve_backend`) are declared in :mod:`megatron_t2c.models.config`.
 # ---------------------------------------------------------------------------------------------------
@@ -295,8 +296,22 @@ def core_attention_spec(backend: str):
     return DotProductAttention
 
 
-def layer_spec(backend: str = "sdpa") -> ModuleSpec:
-    """megatron's local GPT layer spec with ``core_attention`` for ``backend``.
+class ColumnParallelLinearNoBias(tensor_parallel.ColumnParallelLinear):
+    """megatron's ``ColumnParallelLinear`` that never has a bias, whatever ``bias`` its builder asks for.
+
+    megatron's ``SelfAttention`` builds ``linear_qkv`` with ``bias=add_bias_linear or add_qkv_bias``; GPT-Neo's
+    q/k/v projections have no bias while its output projection and MLP do.  With no parameter at all (rather
+    than a zero, frozen one) the state dict, the optimizer and an export hold exactly GPT-Neo's tensors.
+    The sharding (output columns split over tensor-parallel ranks) is ``ColumnParallelLinear``'s own.
+    """
+
+    def __init__(self, *args, bias: bool = True, **kwargs):
+        super().__init__(*args, bias=False, **kwargs)
+
+
+def layer_spec(backend: str = "sdpa", qkv_bias: bool = True) -> ModuleSpec:
+    """megatron's local GPT layer spec with ``core_attention`` for ``backend``; ``qkv_bias=False``: the fused
+    query/key/value projection has no bias parameter (:class:`ColumnParallelLinearNoBias`).
 
     ``te`` also switches the self-attention's mask type to ``arbitrary``, so that Transformer Engine
     applies the dense document/prefix mask instead of its built-in causal mask.
@@ -306,6 +321,8 @@ def layer_spec(backend: str = "sdpa") -> ModuleSpec:
     attention = spec.submodules.self_attention
     attention.submodules = dataclasses.replace(attention.submodules,
                                                core_attention=core_attention_spec(backend))
+    if not qkv_bias:
+        attention.submodules = dataclasses.replace(attention.submodules, linear_qkv=ColumnParallelLinearNoBias)
     if backend == "te":
         attention.params = {**attention.params, "attn_mask_type": AttnMaskType.arbitrary}
     return spec

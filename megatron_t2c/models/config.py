@@ -9,8 +9,10 @@ and the Hugging Face configs of an export and an import (:mod:`megatron_t2c.hf.a
 command lines read it without paying for that import.
 
 Presets (paper Table 5): ``pangu-100m`` (12 layers, hidden 768, 12 heads), ``pangu-350m`` (24, 1024, 16),
-``pycodegpt-100m`` (12, 768, 12); PanGu-Coder's ``pangu-2.6b`` (32, 2560, 32); context 1024; GELU MLP of 4x
-hidden; learned absolute positions (or RoPE); input and output embeddings tied.
+``pycodegpt-100m`` (12, 768, 12: GPT-Neo 125M's layers); PanGu-Coder's ``pangu-2.6b`` (32, 2560, 32); context
+1024; MLP of 4x hidden; learned absolute positions (or RoPE); input and output embeddings tied.  GPT-2 and
+GPT-Neo layers differ in ``activation``, ``qkv_bias``, ``softmax_scale`` and local (sliding-window) layers
+(``window_size``, ``window_attn_skip_freq``); see docs/models.md.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from megatron_t2c.mrpt.separation import MODES as SEPARATION_MODES
 from megatron_t2c.utils.dataclass_flags import option
 
 __all__ = ["Preset", "PRESETS", "POSITION_EMBEDDINGS", "SEPARATION_MODES", "BACKENDS", "ARCHITECTURE_FIELDS",
-           "ModelConfig", "resolve_backend", "te_available"]
+           "ARCHITECTURE_DEFAULTS", "ACTIVATION_NAMES", "ModelConfig", "resolve_backend", "te_available",
+           "parse_window_attn_skip_freq"]
 
 POSITION_EMBEDDINGS = ("learned_absolute", "rope")
 #: Backend names accepted by :func:`megatron_t2c.models.attention.layer_spec` (``auto`` = ``sdpa``):
@@ -41,25 +44,80 @@ POSITION_EMBEDDINGS = ("learned_absolute", "rope")
 #: ``unfused``
 #:     megatron's own ``DotProductAttention`` (the reference).
 BACKENDS = ("sdpa", "flex", "te", "unfused", "auto")
+#: The MLP activations (the functions: :data:`megatron_t2c.models.activations.ACTIVATIONS`).
+ACTIVATION_NAMES = ("gelu", "gelu_tanh", "relu", "silu", "quick_gelu")
 #: The resolved architecture fields a checkpoint and the model that loads it must agree on.
 ARCHITECTURE_FIELDS = ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size",
-                       "position_embedding_type", "make_vocab_size_divisible_by", "seq_length")
+                       "position_embedding_type", "make_vocab_size_divisible_by", "seq_length",
+                       "activation", "qkv_bias", "softmax_scale", "window_size", "window_attn_skip_freq")
+#: What a field that a recorded architecture lacks means: run infos written before these fields existed
+#: describe the layers of that time (exact GELU, a qkv bias, 1/sqrt(head_dim), no local layers).
+ARCHITECTURE_DEFAULTS: dict[str, Any] = {"activation": "gelu", "qkv_bias": True, "softmax_scale": None,
+                                         "window_size": None, "window_attn_skip_freq": None}
+
+
+#: The architecture fields whose ModelConfig override ``None`` means "the preset's" although ``None`` is also
+#: a value (no scaling override, no local layers, every layer local).
+_NONE_MEANS_PRESET = ("softmax_scale", "window_size", "window_attn_skip_freq")
+
+
+def parse_window_attn_skip_freq(value: Any) -> Optional[int | list[int]]:
+    """``--window-attn-skip-freq``: None, an int N (layers whose number is not a multiple of N are local) or a
+    0/1 per layer (1 = local); accepts the command line's ``"2"`` and ``"0,1,0,1"``."""
+    if value is None or isinstance(value, bool):
+        if isinstance(value, bool):
+            raise ValueError(f"window_attn_skip_freq must be an int or a list of 0/1, not {value!r}")
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("", "none"):
+            return None
+        parts = [p for p in text.replace(" ", ",").split(",") if p]
+        try:
+            numbers = [int(p) for p in parts]
+        except ValueError:
+            raise ValueError(f"window_attn_skip_freq must be an int or comma-separated 0/1, not {value!r}") from None
+        return numbers[0] if len(numbers) == 1 and "," not in text else numbers
+    if isinstance(value, int):
+        if value < 1:
+            raise ValueError(f"window_attn_skip_freq must be a positive int or a list of 0/1, not {value}")
+        return value
+    if isinstance(value, (list, tuple)):
+        if any(isinstance(v, bool) or v not in (0, 1) for v in value):
+            raise ValueError(f"window_attn_skip_freq: a list holds 0 (global) or 1 (local) per layer, not {list(value)}")
+        return [int(v) for v in value]
+    raise ValueError(f"window_attn_skip_freq must be an int or a list of 0/1, not {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
-    """An architecture from the paper's Table 5."""
+    """An architecture from the paper's Table 5.
+
+    ``activation`` (:data:`ACTIVATION_NAMES`); ``qkv_bias``: False = the fused qkv projection has no bias
+    parameter; ``softmax_scale``: None = ``1/sqrt(head_dim)``; ``window_size``: local layers see keys at most
+    this many positions back (None: no local layers); ``window_attn_skip_freq``: megatron's choice of local
+    layers (None: all, int N: layer numbers not a multiple of N, list: 0/1 per layer, 1 = local).  A preset's
+    list is a period, repeated over the layers (so ``--num-layers`` may change).
+    """
 
     num_layers: int
     hidden_size: int
     num_attention_heads: int
     seq_length: int = 1024
+    activation: str = "gelu"
+    qkv_bias: bool = True
+    softmax_scale: Optional[float] = None
+    window_size: Optional[int] = None
+    window_attn_skip_freq: Optional[int | tuple[int, ...] | list[int]] = None
 
 
 PRESETS: dict[str, Preset] = {
     "pangu-100m": Preset(12, 768, 12),
     "pangu-350m": Preset(24, 1024, 16),
-    "pycodegpt-100m": Preset(12, 768, 12),
+    # PyCodeGPT is GPT-Neo 125M (EleutherAI's config): gelu_new, q/k/v without bias, unscaled scores, and
+    # attention_types [["global", "local"], 6] with window 256 (a query and the 255 keys before it)
+    "pycodegpt-100m": Preset(12, 768, 12, activation="gelu_tanh", qkv_bias=False, softmax_scale=1.0,
+                             window_size=255, window_attn_skip_freq=(0, 1)),
     # PanGu-Coder 2.6B (Christopoulou et al. 2022, arXiv 2207.11280): the PanGu-alpha 2.6B shape -- 32 layers,
     # hidden 2560, 32 heads, context 1024 (PanGu-alpha's last layer is its "query layer"; here an ordinary one)
     "pangu-2.6b": Preset(32, 2560, 32),
@@ -112,6 +170,19 @@ class ModelConfig:
     hidden_dropout: float = option(0.1, "dropout after attention and MLP")
     attention_dropout: float = option(0.1, "dropout on attention probabilities (0 for flex)")
     init_method_std: float = option(0.02, "standard deviation of the weight initialisation")
+    activation: Optional[str] = option(None, "MLP activation: gelu (exact), gelu_tanh (GPT-2/GPT-Neo's "
+                                       "gelu_new), relu, silu, quick_gelu (default: the preset's)",
+                                       choices=ACTIVATION_NAMES)
+    qkv_bias: Optional[bool] = option(None, "whether the fused query/key/value projection has a bias "
+                                      "(--no-qkv-bias: no such parameter, as GPT-Neo; default: the preset's)")
+    softmax_scale: Optional[float] = option(None, "scale of the attention scores (default: the preset's; "
+                                            "none = 1/sqrt(head dim); GPT-Neo: 1.0)")
+    window_size: Optional[int] = option(None, "local attention layers see keys at most this many positions "
+                                        "back (GPT-Neo's window 256 = 255; default: the preset's)")
+    window_attn_skip_freq: Optional[Any] = option(None, "which layers are local with --window-size: N = "
+                                                  "layers whose number is not a multiple of N, or 0/1 per "
+                                                  "layer such as 0,1,0,1 (1 = local; default: the preset's, "
+                                                  "none = every layer)", parse=parse_window_attn_skip_freq)
     layernorm_epsilon: float = option(1e-5, "LayerNorm epsilon", flag="--norm-epsilon",
                                       aliases=("--layernorm-epsilon",))
     make_vocab_size_divisible_by: int = option(128, "pad the vocabulary (and code rows) to a multiple "
@@ -129,13 +200,27 @@ class ModelConfig:
             raise ValueError(f"separation must be one of {SEPARATION_MODES}")
         if resolve_backend(self.attention_backend) == "flex" and self.attention_dropout > 0:
             raise ValueError("the flex attention backend has no attention dropout: set attention_dropout=0")
+        self.window_attn_skip_freq = parse_window_attn_skip_freq(self.window_attn_skip_freq)
+        arch = self.architecture()
+        if arch.activation not in ACTIVATION_NAMES:
+            raise ValueError(f"activation {arch.activation!r}: choose from {', '.join(ACTIVATION_NAMES)}")
+        if arch.window_size is not None and arch.window_size < 0:
+            raise ValueError(f"window_size must be >= 0 (keys before the query), not {arch.window_size}")
+        skip = arch.window_attn_skip_freq
+        if isinstance(skip, list) and len(skip) != arch.num_layers:
+            raise ValueError(f"window_attn_skip_freq has {len(skip)} entries for {arch.num_layers} layers")
 
     def architecture(self) -> Preset:
         """The preset with this config's overrides applied."""
         preset = PRESETS[self.preset]
         overrides = {f.name: getattr(self, f.name) for f in dataclasses.fields(Preset)
                      if getattr(self, f.name) is not None}
-        return dataclasses.replace(preset, **overrides)
+        arch = dataclasses.replace(preset, **overrides)
+        skip = arch.window_attn_skip_freq
+        if isinstance(skip, tuple):  # the preset's period, over this config's layers
+            arch = dataclasses.replace(arch, window_attn_skip_freq=[skip[i % len(skip)]
+                                                                   for i in range(arch.num_layers)])
+        return arch
 
     def architecture_dict(self) -> dict:
         """The resolved architecture (every field of :data:`ARCHITECTURE_FIELDS`): what a checkpoint records
@@ -144,18 +229,30 @@ class ModelConfig:
         arch.update(ffn_hidden_size=self.ffn_hidden_size or 4 * arch["hidden_size"],
                     position_embedding_type=self.position_embedding_type,
                     make_vocab_size_divisible_by=self.make_vocab_size_divisible_by)
+        if isinstance(arch["window_attn_skip_freq"], (list, tuple)):
+            arch["window_attn_skip_freq"] = list(arch["window_attn_skip_freq"])
         return arch
 
     @classmethod
     def from_architecture(cls, arch: Mapping[str, Any], **settings: Any) -> "ModelConfig":
         """The config of a resolved architecture (:meth:`architecture_dict`'s fields, every number explicit)
         plus further ``settings``.  Without a known ``preset`` in ``settings`` it is the first preset of the
-        same shape (layers, hidden size, heads, context), else ``pangu-100m``; the numbers win either way."""
+        same shape (layers, hidden size, heads, context), else ``pangu-100m``; the numbers win either way (a
+        preset that would turn an architecture's None into its own value is passed over).  A field of
+        :data:`ARCHITECTURE_DEFAULTS` that ``arch`` lacks (an older run info) takes that default."""
+        arch = {**ARCHITECTURE_DEFAULTS, **arch}
         shape = tuple(arch[k] for k in ("num_layers", "hidden_size", "num_attention_heads", "seq_length"))
-        if settings.get("preset") not in PRESETS:
-            settings["preset"] = next((name for name, p in PRESETS.items()
-                                       if (p.num_layers, p.hidden_size, p.num_attention_heads, p.seq_length) == shape),
-                                      "pangu-100m")
+
+        def expresses(name: str) -> bool:  # an override of None means "the preset's": it must be None there
+            return all(arch[k] is not None or getattr(PRESETS[name], k) is None for k in _NONE_MEANS_PRESET)
+
+        if settings.get("preset") not in PRESETS or not expresses(settings["preset"]):
+            same = [name for name, p in PRESETS.items() if expresses(name) and
+                    (p.num_layers, p.hidden_size, p.num_attention_heads, p.seq_length) == shape]
+            layers = [name for name in same  # the same layers too (pycodegpt-100m's GPT-Neo ones)
+                      if cls(preset=name).architecture_dict() == {**cls(preset=name).architecture_dict(),
+                                                                   **{k: arch[k] for k in ARCHITECTURE_DEFAULTS}}]
+            settings["preset"] = (layers or same or ["pangu-100m"])[0]
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in settings.items() if k in known}
         values.update({k: arch[k] for k in ARCHITECTURE_FIELDS if k in arch})
@@ -170,12 +267,17 @@ class ModelConfig:
         from megatron.core import parallel_state
         from megatron.core.transformer.transformer_config import TransformerConfig
 
+        from megatron_t2c.models.activations import ACTIVATIONS
+
         arch = self.architecture()
         values: dict[str, Any] = dict(
             num_layers=arch.num_layers, hidden_size=arch.hidden_size,
             num_attention_heads=arch.num_attention_heads, ffn_hidden_size=self.ffn_hidden_size,
             hidden_dropout=self.hidden_dropout, attention_dropout=self.attention_dropout,
             init_method_std=self.init_method_std, layernorm_epsilon=self.layernorm_epsilon,
+            activation_func=ACTIVATIONS[arch.activation], softmax_scale=arch.softmax_scale,
+            window_size=None if arch.window_size is None else (arch.window_size, 0),
+            window_attn_skip_freq=arch.window_attn_skip_freq,
             tensor_model_parallel_size=parallel_state.get_tensor_model_parallel_world_size(),
             pipeline_model_parallel_size=parallel_state.get_pipeline_model_parallel_world_size(),
             # megatron-core 0.16.1's own default ("full") warns that it is deprecated; [] means the same

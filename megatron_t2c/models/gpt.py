@@ -56,7 +56,8 @@ def build_model(config: ModelConfig, layout: RowLayout, pre_process: Optional[bo
     if post_process is None:
         post_process = parallel_state.is_pipeline_last_stage(ignore_virtual=vp_stage is None, vp_stage=vp_stage)
     return T2CGPTModel(
-        transformer_config or config.transformer_config(), layer_spec(config.attention_backend), layout,
+        transformer_config or config.transformer_config(),
+        layer_spec(config.attention_backend, qkv_bias=config.architecture().qkv_bias), layout,
         config.architecture().seq_length, attention_backend=config.attention_backend,
         pre_process=pre_process, post_process=post_process,
         position_embedding_type=config.position_embedding_type, rotary_base=config.rotary_base,

@@ -157,10 +157,11 @@ def check_compatible(info: dict, *, model: dict, vocab_size: int, tokenizer_sha2
                         f"{info['tokenizer']['sha256'][:12]}... in the checkpoint, {tokenizer_sha256[:12]}... here)")
     if info["vocab_size"] != vocab_size:
         problems.append(f"vocabulary size {info['vocab_size']} in the checkpoint, {vocab_size} here")
-    from megatron_t2c.models.config import ARCHITECTURE_FIELDS
+    from megatron_t2c.models.config import ARCHITECTURE_DEFAULTS, ARCHITECTURE_FIELDS
 
-    for name in ARCHITECTURE_FIELDS:
-        theirs, ours = info["architecture"].get(name), model.get(name)
+    for name in ARCHITECTURE_FIELDS:  # a field an older run info lacks is that time's layer (its default)
+        theirs = info["architecture"].get(name, ARCHITECTURE_DEFAULTS.get(name))
+        ours = model.get(name, ARCHITECTURE_DEFAULTS.get(name))
         if name == "seq_length" and model.get("position_embedding_type") == "rope":
             continue  # RoPE has no learned position table: any context length loads
         if theirs != ours:

@@ -19,13 +19,14 @@ _POSITIONAL = "positional"
 def option(default: Any = dataclasses.MISSING, help: str = "", *, positional: bool = False,
            choices: Sequence[Any] | None = None, metavar: str | None = None,
            default_factory: Any = dataclasses.MISSING, aliases: Sequence[str] = (), flag: str | None = None,
-           consts: dict[str, Any] | None = None) -> Any:
+           consts: dict[str, Any] | None = None, parse: Any = None) -> Any:
     """Declare a config field with its help text, and optionally: choices, a positional form, the flag's
     name when it differs from the field's (``flag="--norm-epsilon"``: megatron's spelling over a stable field
     name), extra names (``aliases=("--model",)``), and switches that store a constant in the field
-    (``consts={"--bf16": "bf16"}``; in YAML ``bf16: true``)."""
+    (``consts={"--bf16": "bf16"}``; in YAML ``bf16: true``), and a ``parse`` function for the flag's text
+    when the field's type cannot convert it (an int or a list in one flag)."""
     metadata = {"help": help, _POSITIONAL: positional, "choices": choices, "metavar": metavar,
-                "aliases": tuple(aliases), "flag": flag, "consts": dict(consts or {})}
+                "aliases": tuple(aliases), "flag": flag, "consts": dict(consts or {}), "parse": parse}
     if default_factory is not dataclasses.MISSING:
         return dataclasses.field(default_factory=default_factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -63,7 +64,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
             kwargs["choices"] = list(meta["choices"])
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]
-        if elem is bool and not is_list:
+        if meta.get("parse"):
+            kwargs["type"] = meta["parse"]
+        elif elem is bool and not is_list:
             kwargs["action"] = argparse.BooleanOptionalAction
         else:
             kwargs["type"] = elem

@@ -199,3 +199,8 @@ def assert_matches(model: T2CGPTModel, tensors: dict[str, torch.Tensor], referen
         else:
             torch.testing.assert_close(value, _shard(params[name], reference[full_name(model, name)]),
                                        **tolerance, msg=lambda m: f"{name}: {m}")
+
+
+#: GPT-Neo's layers on the tiny model (2 layers: the first global, the second local with a window of 8 tokens)
+GPT_NEO = dict(activation="gelu_tanh", qkv_bias=False, softmax_scale=1.0, window_size=7,
+               window_attn_skip_freq=[0, 1])
