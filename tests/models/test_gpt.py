@@ -28,7 +28,7 @@ from megatron_t2c.mrpt.modality import CODE, DOCSTRING
 from megatron_t2c.models.config import PRESETS, ModelConfig
 from megatron_t2c.models.gpt import BASE_ROWS_ONLY, build_model, make_layout
 from megatron_t2c.models.row_layout import RowLayout
-from helpers.t2c_model_data import (MICRO_BATCH, MODES, SEED, SEQ, TABLE, TABLE_BASE, TABLE_CODE, VOCAB, assert_matches,
+from helpers.t2c_model_data import (GPT_NEO, MICRO_BATCH, MODES, SEED, SEQ, TABLE, TABLE_BASE, TABLE_CODE, VOCAB, assert_matches,
                             canonical, load_canonical, make_batch, mean_loss, model_config, model_inputs,
                             separated, tiny_model)
 
@@ -214,9 +214,9 @@ def test_frozen_output_gives_the_same_logits_and_is_dropped_on_exit(dist):
 # Checkpoints (single rank)
 # ----------------------------------------------------------------------------------------------------
 
-def _perturbed(mode: str):
+def _perturbed(mode: str, config=None):
     """A tiny model whose table is perturbed, so that code rows differ from their base rows."""
-    model = tiny_model(mode)
+    model = tiny_model(mode, config)
     with torch.no_grad():
         model.embedding.word_embeddings.weight.add_(0.1 * torch.randn_like(model.embedding.word_embeddings.weight))
     return model
@@ -265,14 +265,15 @@ def _switch(tp: int, pp: int) -> None:
     parallel.initialize_distributed(tp, pp, cpu=True, seed=SEED)
 
 
-def _references(batches, run) -> dict:
-    """Per mode: canonical weights, the reference's output of ``run`` and its canonical gradients."""
+def _references(batches, run, cases=None) -> dict:
+    """Per case (default: per mode): canonical weights, the reference's output of ``run`` and its canonical
+    gradients.  ``cases``: name -> (mode, ModelConfig)."""
     parallel.initialize_distributed(1, 1, cpu=True, seed=SEED)
     out = {}
-    for mode in MODES:
-        model = _perturbed(mode)
+    for name, (mode, config) in (cases or {mode: (mode, None) for mode in MODES}).items():
+        model = _perturbed(mode, config)
         result = run(model, batches)
-        out[mode] = (canonical(model), result, canonical(model, {n: p.grad for n, p in model.named_parameters()}))
+        out[name] = (canonical(model), result, canonical(model, {n: p.grad for n, p in model.named_parameters()}))
     return out
 
 
@@ -285,13 +286,19 @@ def _tp_run(model, batches):
     return loss.item(), logits
 
 
+#: TP=2 cases: every separation, and GPT-Neo's layers (no qkv bias, unscaled scores, a local second layer)
+_TP_CASES = {**{mode: (mode, None) for mode in MODES}, "gpt-neo": ("partial", model_config(**GPT_NEO))}
+
+
 def _tp2_matches_tp1():
     batches = [make_batch(11, "code")]
-    refs = _references(batches, _tp_run)
+    refs = _references(batches, _tp_run, _TP_CASES)
     _switch(2, 1)
-    for mode in MODES:
+    for mode, (separation, config) in _TP_CASES.items():
         weights, (ref_loss, ref_logits), ref_grads = refs[mode]
-        model = tiny_model(mode)
+        model = tiny_model(separation, config)
+        if config is not None:
+            assert all(layer.self_attention.linear_qkv.bias is None for layer in model.decoder.layers)
         assert model.layout.tp_size == 2
         assert model.embedding.word_embeddings.weight.shape[0] == model.layout.rows_per_rank
         load_canonical(model, weights)
@@ -302,7 +309,7 @@ def _tp2_matches_tp1():
         print(f"TP=2 {mode}: loss {loss:.6f} = TP=1 {ref_loss:.6f}")
 
 
-def test_tp2_loss_gradients_and_logits_equal_tp1_for_every_separation():
+def test_tp2_loss_gradients_and_logits_equal_tp1_for_every_separation_and_gpt_neo_layers():
     run_with_torchrun(__file__, "_tp2_matches_tp1", nproc=2, timeout=120)
 
 
