@@ -22,9 +22,19 @@ def id_ranges(ids) -> list[list[int]]:
     return runs
 
 
+#: ``activation_function`` values (Hugging Face's names; ``gelu_new`` = GELU's tanh approximation).
+ACTIVATION_FUNCTIONS = ("gelu", "gelu_new", "relu", "silu", "quick_gelu")
+
+
 class T2CConfig(PretrainedConfig):
-    """The megatron_t2c GPT: pre-LayerNorm blocks, exact-GELU MLP, learned or rotary positions, a tied
-    word embedding with an optional second (code-space) row for the separated tokens.
+    """The megatron_t2c GPT: pre-LayerNorm blocks, an MLP (exact GELU by default), learned or rotary positions, a
+    tied word embedding with an optional second (code-space) row for the separated tokens.
+
+    Layer fields (GPT-2 / GPT-Neo; the defaults are the layers of earlier exports): ``activation_function``
+    (:data:`ACTIVATION_FUNCTIONS`), ``qkv_bias`` (False: the qkv projection has no bias parameter),
+    ``attention_scale`` (None: ``1/sqrt(head_dim)``; GPT-Neo: 1.0), ``window_size`` (None, or a local layer's
+    query at position i sees keys i-window_size .. i: GPT-Neo's window minus one) and ``window_layers`` (None:
+    with ``window_size`` every layer is local; else 0/1 per layer, 1 = local).
 
     Modality fields: ``sample_format`` (``pangu``/``pycodegpt``: which markers switch modality),
     ``separated_id_ranges`` (``[start, end)`` runs of the base ids that have a code row), ``separation``
@@ -45,6 +55,11 @@ class T2CConfig(PretrainedConfig):
     position_embedding_type: str = "learned_absolute"
     rope_theta: float = 10000.0
     layer_norm_epsilon: float = 1e-5
+    activation_function: str = "gelu"
+    qkv_bias: bool = True
+    attention_scale: float | None = None
+    window_size: int | None = None
+    window_layers: list | None = None
     hidden_dropout: float = 0.0
     attention_dropout: float = 0.0
     initializer_range: float = 0.02
@@ -73,6 +88,21 @@ class T2CConfig(PretrainedConfig):
         if self.hidden_size % self.num_attention_heads or self.num_attention_heads % self.num_key_value_heads:
             raise ValueError("hidden_size must be a multiple of num_attention_heads, and that of "
                              "num_key_value_heads")
+        if self.activation_function not in ACTIVATION_FUNCTIONS:
+            raise ValueError(f"activation_function must be one of {ACTIVATION_FUNCTIONS}, "
+                             f"not {self.activation_function!r}")
+        if self.window_size is not None and self.window_size < 0:
+            raise ValueError(f"window_size must be None or >= 0, not {self.window_size}")
+        if self.window_layers is not None and (len(self.window_layers) != self.num_hidden_layers
+                                               or any(v not in (0, 1) for v in self.window_layers)):
+            raise ValueError(f"window_layers must hold 0 or 1 for each of the {self.num_hidden_layers} layers, "
+                             f"not {self.window_layers}")
+
+    def is_local_layer(self, layer_idx: int) -> bool:
+        """Whether layer ``layer_idx`` (0-based) attends within the sliding window."""
+        if self.window_size is None:
+            return False
+        return self.window_layers is None or bool(self.window_layers[layer_idx])
 
     @property
     def head_dim(self) -> int:

@@ -14,6 +14,7 @@ the package's modules).
   vocabulary (no padding).
 * **Attention**: causal; a ``prefix_lm`` (prefix-code) model also lets the tokens of a document's prefix
   (:func:`objectives.prefix_mask`: ``[descr] docstring [python]``) see each other both ways, as in training.
+  Local layers (``config.window_size``, GPT-Neo's) also keep only keys at most ``window_size`` positions back.
   Left padding (a 2-D ``attention_mask``) is honoured: padding is never attended to, positions count from a
   row's first real token.
 * **generate()**: with the KV cache only the new tokens reach ``forward``; modality depends on the markers
@@ -60,20 +61,36 @@ def modality_inputs(input_ids: torch.Tensor, config: T2CConfig, new_tokens: Opti
     return out
 
 
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """GELU's tanh approximation (Hugging Face's ``gelu_new``; megatron_t2c's ``gelu_tanh``)."""
+    return F.gelu(x, approximate="tanh")
+
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+
+#: ``config.activation_function`` -> the MLP's activation (the functions megatron_t2c trains with).
+ACTIVATIONS = {"gelu": F.gelu, "gelu_new": gelu_tanh, "relu": F.relu, "silu": F.silu, "quick_gelu": quick_gelu}
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     first, second = x.chunk(2, dim=-1)
     return torch.cat((-second, first), dim=-1)
 
 
 class T2CAttention(nn.Module):
-    """Self-attention: fused ``[q; k; v]`` projection, optional RoPE, SDPA with a boolean mask."""
+    """Self-attention: fused ``[q; k; v]`` projection (without bias when ``config.qkv_bias`` is False), optional
+    RoPE, SDPA with a boolean mask, scores scaled by ``config.attention_scale`` (default ``1/sqrt(head_dim)``)."""
 
     def __init__(self, config: T2CConfig, layer_idx: int):
         super().__init__()
         self.layer_idx = layer_idx
         self.num_heads, self.num_kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
-        self.qkv_proj = nn.Linear(config.hidden_size, (self.num_heads + 2 * self.num_kv_heads) * self.head_dim)
+        self.qkv_proj = nn.Linear(config.hidden_size, (self.num_heads + 2 * self.num_kv_heads) * self.head_dim,
+                                  bias=config.qkv_bias)
+        self.scale = config.attention_scale if config.attention_scale is not None else 1.0 / math.sqrt(self.head_dim)
         self.out_proj = nn.Linear(self.num_heads * self.head_dim, config.hidden_size)
         self.dropout = config.attention_dropout
 
@@ -91,7 +108,7 @@ class T2CAttention(nn.Module):
             k, v = cache.update(k, v, self.layer_idx)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0,
-            is_causal=allowed is None and s > 1, scale=1.0 / math.sqrt(d),
+            is_causal=allowed is None and s > 1, scale=self.scale,
             enable_gqa=self.num_heads != self.num_kv_heads)
         return self.out_proj(out.transpose(1, 2).reshape(b, s, self.num_heads * d))
 
@@ -107,10 +124,13 @@ class T2CBlock(nn.Module):
         self.mlp = nn.ModuleDict({"fc_in": nn.Linear(config.hidden_size, config.intermediate_size),
                                   "fc_out": nn.Linear(config.intermediate_size, config.hidden_size)})
         self.dropout = nn.Dropout(config.hidden_dropout)
+        self.activation = ACTIVATIONS[config.activation_function]
+        #: whether this layer attends within the sliding window (``config.window_size``)
+        self.local = config.is_local_layer(layer_idx)
 
     def forward(self, hidden, allowed, rope, cache):
         hidden = hidden + self.dropout(self.attn(self.ln_1(hidden), allowed, rope, cache))
-        mlp = self.mlp["fc_out"](F.gelu(self.mlp["fc_in"](self.ln_2(hidden))))  # exact GELU, as megatron
+        mlp = self.mlp["fc_out"](self.activation(self.mlp["fc_in"](self.ln_2(hidden))))
         return hidden + self.dropout(mlp)
 
 
@@ -217,6 +237,17 @@ class T2CModel(T2CPreTrainedModel):
             allowed = allowed | (k_pos[None, :] == q_pos[:, None])
         return allowed
 
+    @staticmethod
+    def windowed(allowed: Optional[torch.Tensor], window: int, q_len: int, k_len: int, device) -> torch.Tensor:
+        """``allowed`` (None = causal) restricted to keys at most ``window`` positions before the query (the
+        queries are the last ``q_len`` of ``k_len`` positions, as under a KV cache): a local layer's mask."""
+        k_pos = torch.arange(k_len, device=device)
+        q_pos = k_pos[k_len - q_len:]
+        band = (q_pos[:, None] - k_pos[None, :]) <= window
+        if allowed is None:
+            allowed = k_pos[None, :] <= q_pos[:, None]
+        return allowed & band
+
     def forward(self, input_ids: torch.LongTensor, modality: torch.Tensor, attention_mask=None, position_ids=None,
                 cache: Optional[Cache] = None, prefix=None, document=None) -> tuple[torch.Tensor, Optional[Cache]]:
         b, s = input_ids.shape
@@ -236,8 +267,11 @@ class T2CModel(T2CPreTrainedModel):
         if attention_mask is not None and attention_mask.dim() != 2:
             raise ValueError("T2C models take a 2-D attention_mask [batch, keys] (1 = token, 0 = padding)")
         allowed = self.attention_allowed(s, past + s, attention_mask, prefix, document, b, input_ids.device)
+        local = None
+        if self.config.window_size is not None and any(block.local for block in self.h):
+            local = self.windowed(allowed, self.config.window_size, s, past + s, input_ids.device)
         for block in self.h:
-            hidden = block(hidden, allowed, rope, cache)
+            hidden = block(hidden, local if block.local else allowed, rope, cache)
         return self.ln_f(hidden), cache
 
 
