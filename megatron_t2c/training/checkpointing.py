@@ -487,8 +487,12 @@ def model_from_checkpoint(path: str, *, transformer_overrides: Optional[dict] = 
     fields = {f.name for f in dataclasses.fields(ModelConfig)}
     values = {k: v for k, v in info["model_config"].items() if k in fields}
     values.update(hidden_dropout=0.0, attention_dropout=0.0)
-    values.update(model_overrides or {})
-    config = ModelConfig(**values)
+    # the recorded architecture wins over the preset's current one (an older run info lacks the layer fields:
+    # they are that time's, ARCHITECTURE_DEFAULTS, even when its preset has other layers today)
+    config = ModelConfig.from_architecture(info["architecture"], **values) if "architecture" in info \
+        else ModelConfig(**values)
+    if model_overrides:
+        config = dataclasses.replace(config, **model_overrides)
     layout = make_layout(config, info["separated_ids"], info["vocab_size"])
     model = build_model(config, layout, transformer_config=config.transformer_config(**(transformer_overrides or {})))
     load_model_weights(path, [model])

@@ -41,3 +41,25 @@ def test_an_old_run_info_is_refused_by_gpt_neo_layers():
         _check(ModelConfig(preset="pycodegpt-100m").architecture_dict(),
                ModelConfig(preset="pycodegpt-100m", window_attn_skip_freq=[1, 0] * 6))
     _check(ModelConfig(preset="pycodegpt-100m").architecture_dict(), ModelConfig(preset="pycodegpt-100m"))
+
+
+def test_model_from_an_old_pycodegpt_checkpoint_has_its_old_layers(dist, monkeypatch):
+    """An old pycodegpt-100m checkpoint was trained with exact GELU, a qkv bias and no local layers: the model
+    built for it follows its recorded architecture, not the preset's GPT-Neo layers of today."""
+    from megatron_t2c.training import checkpointing
+
+    tiny = dict(num_layers=2, hidden_size=32, num_attention_heads=4, ffn_hidden_size=128, seq_length=64)
+    info = {"architecture": dict(OLD_ARCHITECTURE, **tiny, make_vocab_size_divisible_by=64),
+            "model_config": dict(ModelConfig(preset="pycodegpt-100m", **tiny).__dict__), "vocab_size": 300,
+            "separated_ids": []}
+    for name in ARCHITECTURE_DEFAULTS:
+        del info["model_config"][name]
+    monkeypatch.setattr(checkpointing, "read_run_info", lambda path: info)
+    monkeypatch.setattr(checkpointing, "load_model_weights", lambda path, models: None)
+    model, _ = checkpointing.model_from_checkpoint("unused")
+    layer = model.decoder.layers[1]
+    assert layer.self_attention.linear_qkv.bias is not None and layer.self_attention.core_attention.window is None
+    assert model.config.softmax_scale is None and model.config.window_size is None
+    info["architecture"] = ModelConfig(preset="pycodegpt-100m", **tiny).architecture_dict()
+    layer = checkpointing.model_from_checkpoint("unused")[0].decoder.layers[1]
+    assert layer.self_attention.linear_qkv.bias is None and layer.self_attention.core_attention.window == 255
