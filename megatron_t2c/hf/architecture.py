@@ -54,8 +54,12 @@ class HFArchitecture:
             self.num_query_groups = self.num_attention_heads
 
     # read-only views of the model config: the resolved architecture, then further settings
-    (num_layers, hidden_size, num_attention_heads, ffn_hidden_size, position_embedding_type,
-     make_vocab_size_divisible_by, seq_length) = map(_resolved, ARCHITECTURE_FIELDS)
+    num_layers, hidden_size, num_attention_heads, ffn_hidden_size = map(
+        _resolved, ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size"))
+    position_embedding_type, make_vocab_size_divisible_by, seq_length = map(
+        _resolved, ("position_embedding_type", "make_vocab_size_divisible_by", "seq_length"))
+    activation, qkv_bias, softmax_scale, window_size, window_attn_skip_freq = map(
+        _resolved, ("activation", "qkv_bias", "softmax_scale", "window_size", "window_attn_skip_freq"))
     rotary_base, layernorm_epsilon, hidden_dropout, attention_dropout, init_method_std, separation = map(
         _setting, ("rotary_base", "layernorm_epsilon", "hidden_dropout", "attention_dropout", "init_method_std",
                    "separation"))
