@@ -64,29 +64,23 @@ _NONE_MEANS_PRESET = ("softmax_scale", "window_size", "window_attn_skip_freq")
 def parse_window_attn_skip_freq(value: Any) -> Optional[int | list[int]]:
     """``--window-attn-skip-freq``: None, an int N (layers whose number is not a multiple of N are local) or a
     0/1 per layer (1 = local); accepts the command line's ``"2"`` and ``"0,1,0,1"``."""
-    if value is None or isinstance(value, bool):
-        if isinstance(value, bool):
-            raise ValueError(f"window_attn_skip_freq must be an int or a list of 0/1, not {value!r}")
-        return None
+    wrong = f"window_attn_skip_freq must be a positive int or a list of 0 (global) / 1 (local), not {value!r}"
     if isinstance(value, str):
         text = value.strip()
         if text.lower() in ("", "none"):
             return None
-        parts = [p for p in text.replace(" ", ",").split(",") if p]
         try:
-            numbers = [int(p) for p in parts]
+            numbers = [int(p) for p in text.replace(" ", ",").split(",") if p]
         except ValueError:
-            raise ValueError(f"window_attn_skip_freq must be an int or comma-separated 0/1, not {value!r}") from None
-        return numbers[0] if len(numbers) == 1 and "," not in text else numbers
-    if isinstance(value, int):
-        if value < 1:
-            raise ValueError(f"window_attn_skip_freq must be a positive int or a list of 0/1, not {value}")
+            raise ValueError(wrong) from None
+        return parse_window_attn_skip_freq(numbers if "," in text or len(numbers) != 1 else numbers[0])
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    if isinstance(value, (list, tuple)):
-        if any(isinstance(v, bool) or v not in (0, 1) for v in value):
-            raise ValueError(f"window_attn_skip_freq: a list holds 0 (global) or 1 (local) per layer, not {list(value)}")
+    if isinstance(value, (list, tuple)) and all(not isinstance(v, bool) and v in (0, 1) for v in value):
         return [int(v) for v in value]
-    raise ValueError(f"window_attn_skip_freq must be an int or a list of 0/1, not {value!r}")
+    raise ValueError(wrong)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,8 +244,7 @@ class ModelConfig:
             same = [name for name, p in PRESETS.items() if expresses(name) and
                     (p.num_layers, p.hidden_size, p.num_attention_heads, p.seq_length) == shape]
             layers = [name for name in same  # the same layers too (pycodegpt-100m's GPT-Neo ones)
-                      if cls(preset=name).architecture_dict() == {**cls(preset=name).architecture_dict(),
-                                                                   **{k: arch[k] for k in ARCHITECTURE_DEFAULTS}}]
+                      if all(cls(preset=name).architecture_dict()[k] == arch[k] for k in ARCHITECTURE_DEFAULTS)]
             settings["preset"] = (layers or same or ["pangu-100m"])[0]
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in settings.items() if k in known}

@@ -62,7 +62,7 @@ def test_pycodegpt_is_gpt_neo_and_the_flags_parse():
     assert parse_config(ModelConfig, argv=["--preset", "pycodegpt-100m", "--qkv-bias"]).architecture().qkv_bias
     with pytest.raises(ValueError, match="2 entries for 3 layers"):
         ModelConfig(num_layers=3, window_size=4, window_attn_skip_freq=[0, 1])
-    with pytest.raises(ValueError, match="0 \\(global\\) or 1"):
+    with pytest.raises(ValueError, match="list of 0 \\(global\\) / 1 \\(local\\)"):
         ModelConfig(num_layers=2, window_attn_skip_freq=[0, 2])
     with pytest.raises(ValueError, match="activation"):
         ModelConfig(activation="tanh")
