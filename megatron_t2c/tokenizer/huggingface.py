@@ -83,21 +83,38 @@ def _tokenizers():
 
 
 def _read_original(directory: Path) -> str:
-    """The HF tokenizer JSON (hf ids) of an original directory."""
+    """The HF tokenizer JSON (hf ids) of an original directory.
+
+    GPT-2's file pair (``vocab.json`` + ``merges.txt``, no ``tokenizer.json``) is GPT-2's byte-level BPE: the
+    ByteLevel pre-tokenizer without a prefix space, the ByteLevel decoder and post-processor, and as special
+    tokens the bos/eos/unk/pad tokens of ``tokenizer_config.json``/``special_tokens_map.json`` and those of
+    ``added_tokens.json`` (``<|endoftext|>`` when there is no config).
+    """
     if (directory / "tokenizer.json").is_file():
         return (directory / "tokenizer.json").read_text(encoding="utf-8")
-    try:
-        from transformers import AutoTokenizer
-    except ImportError:
-        raise TokenizerLoadError(f"{directory}: vocab.json + merges.txt need the 'transformers' package to load "
-                                 "(or give a directory with tokenizer.json)") from None
-    try:
-        hf = AutoTokenizer.from_pretrained(str(directory), use_fast=True)
-    except Exception:  # noqa: BLE001 - no config naming the class: the files are GPT-2's by definition
-        from transformers import GPT2TokenizerFast
+    tokenizers = _tokenizers()
+    from tokenizers import decoders, models, pre_tokenizers, processors
 
-        hf = GPT2TokenizerFast(vocab_file=str(directory / "vocab.json"), merges_file=str(directory / "merges.txt"))
-    return hf.backend_tokenizer.to_str()
+    try:
+        model = models.BPE.from_file(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    except Exception as exc:  # noqa: BLE001 - the Rust library's error
+        raise TokenizerLoadError(f"{directory}: cannot read vocab.json + merges.txt: {exc}") from None
+    tok = tokenizers.Tokenizer(model)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    config = _read_config(directory)
+    special = [config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if isinstance(config.get(k), str)]
+    added_file = directory / "added_tokens.json"
+    if added_file.is_file():
+        added = json.loads(added_file.read_text(encoding="utf-8"))
+        special += [t for t, _ in sorted(added.items(), key=lambda kv: kv[1])]
+    if not special and "<|endoftext|>" in tok.get_vocab():
+        special = ["<|endoftext|>"]
+    if special:
+        tok.add_special_tokens([tokenizers.AddedToken(t, special=True, normalized=False)
+                                for t in dict.fromkeys(special)])
+    return tok.to_str()
 
 
 def _read_config(directory: Path) -> dict:
