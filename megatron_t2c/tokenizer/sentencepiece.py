@@ -175,6 +175,11 @@ class T2CTokenizerCore:
                                  and not self._sp.is_unknown(self._sp.piece_to_id(_SPACE_MARK)))
         return self._independent
 
+    @property
+    def model_bytes(self) -> bytes:
+        """The serialized model (what the model file holds)."""
+        return self._model_bytes
+
     def __getstate__(self) -> dict:
         return {"path": self.path, "num_threads": self.num_threads, "model": self._model_bytes}
 

@@ -289,7 +289,7 @@ def _sharded_state(model_chunks, optimizer, scheduler, progress: dict, *, is_loa
 
 
 def save_checkpoint(save: str, iteration: int, model_chunks: Sequence[torch.nn.Module], optimizer, scheduler,
-                    *, progress: dict, run_info: dict, tokenizer_model: Optional[str], keep: Optional[int] = None
+                    *, progress: dict, run_info: dict, tokenizer_model, keep: Optional[int] = None
                     ) -> str:
     """Save a complete checkpoint of ``iteration`` atomically (see the module docstring); returns its path.
 
@@ -297,7 +297,8 @@ def save_checkpoint(save: str, iteration: int, model_chunks: Sequence[torch.nn.M
         progress: plain values to restore on resume (iteration, consumed samples, ...).
         run_info: ``t2c_run.json`` content (see :func:`make_run_info`).
         tokenizer_model: the tokenizer to store beside the weights: a SentencePiece model file (copied to
-            ``tokenizer.model``) or a Hugging Face tokenizer directory (saved as the canonical ``tokenizer/``).
+            ``tokenizer.model``) or a Hugging Face tokenizer directory (saved as the canonical ``tokenizer/``),
+            or such a tokenizer loaded (``T2CTokenizerCore``/``HFTokenizerCore``).
         keep: keep only the newest ``keep`` iterations (None: keep all).
     """
     from megatron.core import dist_checkpointing
@@ -337,12 +338,20 @@ def save_checkpoint(save: str, iteration: int, model_chunks: Sequence[torch.nn.M
     return final
 
 
-def _store_tokenizer(tokenizer_model: str, directory: str) -> None:
+def _store_tokenizer(tokenizer_model, directory: str) -> None:
     """Copy a SentencePiece file to ``directory/tokenizer.model``, or save a Hugging Face tokenizer as the
-    canonical ``directory/tokenizer/``."""
-    if os.path.isdir(tokenizer_model):
-        from megatron_t2c.tokenizer.huggingface import HFTokenizerCore
+    canonical ``directory/tokenizer/``; ``tokenizer_model`` is a path or a loaded tokenizer (its bytes are
+    then written: the file it came from may be gone, e.g. an older iteration deleted by ``keep``)."""
+    from megatron_t2c.tokenizer.huggingface import HFTokenizerCore
 
+    if isinstance(tokenizer_model, HFTokenizerCore):
+        tokenizer_model.save(os.path.join(directory, TOKENIZER_DIR))
+        return
+    if hasattr(tokenizer_model, "model_bytes"):
+        with atomic_open(os.path.join(directory, TOKENIZER_FILE), "wb") as dst:
+            dst.write(tokenizer_model.model_bytes)
+        return
+    if os.path.isdir(tokenizer_model):
         HFTokenizerCore(tokenizer_model).save(os.path.join(directory, TOKENIZER_DIR))
         return
     with open(tokenizer_model, "rb") as src, atomic_open(os.path.join(directory, TOKENIZER_FILE), "wb") as dst:
