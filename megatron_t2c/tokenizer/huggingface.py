@@ -473,7 +473,10 @@ class HFTokenizerCore:
         if unknown:
             raise ValueError(f"not markers: {sorted(unknown)}")
         added = [t for t in data.get("added_tokens") or [] if t["content"] not in markers]
-        taken = {t["id"] for t in added} | set((data.get("model") or {}).get("vocab", {}).values())
+        model = data.get("model") or {}
+        if isinstance(model.get("vocab"), dict):  # a marker already there (an exported tokenizer) moves
+            model["vocab"] = {p: i for p, i in model["vocab"].items() if p not in markers}
+        taken = {t["id"] for t in added} | set(model.get("vocab", {}).values())
         for m, h in markers.items():
             if h in taken:
                 raise ValueError(f"hf id {h} for {m} is already a token of the tokenizer")

@@ -135,6 +135,7 @@ def test_a_tokenizer_holding_the_markers(tok, tmp_path):
     assert held.to_hf_ids(ids).tolist() == fast.encode(text, add_special_tokens=False)
     assert held.from_hf_ids(held.to_hf_ids(ids)).tolist() == ids
     assert not any(OFFSET + h in ids for h in hf_ids.values())
+    assert json.loads(held.hf_tokenizer_json(hf_ids)) == json.loads(exported)  # exporting again: the same
 
 
 def test_hf_id_maps(tok):
