@@ -424,12 +424,12 @@ def setup(run: RunConfig, console: Optional[IO[str]] = None) -> Trainer:
     resume_from = None
     if c.load and checkpointing.has_checkpoint(c.load):
         resume_from = checkpointing.resolve(c.load)
-    elif c.load and _is_last_rank():  # nothing saved there yet: a new run (the usual --save X --load X)
-        console.write(f"no checkpoint in --load {c.load} yet: starting a new run\n")
     resolve_from_checkpoint(run, resume_from)
     check_parallel_flags(run)
     parallel.initialize_distributed(p.tensor_model_parallel_size, p.pipeline_model_parallel_size, cpu=p.cpu,
                                     seed=t.seed)
+    if c.load and not resume_from and _is_last_rank():  # nothing saved there yet: a new run (--save X --load X)
+        console.write(f"no checkpoint in --load {c.load} yet: starting a new run\n")
     device = cpu_compat.device()
     try:
         tokenizer = open_tokenizer(run.data.tokenizer_model, megatron=True)
