@@ -104,7 +104,8 @@ def _read_original(directory: Path) -> str:
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     config = _read_config(directory)
-    special = [config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token") if isinstance(config.get(k), str)]
+    special = [config[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+               if isinstance(config.get(k), str)]
     added_file = directory / "added_tokens.json"
     if added_file.is_file():
         added = json.loads(added_file.read_text(encoding="utf-8"))
@@ -212,7 +213,8 @@ def _word_boundary_mark(data: dict) -> str:
     found = set(kinds([data.get("pre_tokenizer"), data.get("decoder"), data.get("normalizer")]))
     if "ByteLevel" in found:
         return "\u0120"
-    if "Metaspace" in found or "Replace" in found and "\u2581" in json.dumps(data.get("normalizer")):
+    normalizer = json.dumps(data.get("normalizer"), ensure_ascii=False)
+    if "Metaspace" in found or ("Replace" in found and "\u2581" in normalizer):
         return "\u2581"
     return ""
 
@@ -369,7 +371,7 @@ class HFTokenizerCore:
 
     def encode_text(self, text: str) -> list[int]:
         """Encode text as text: format-marker text inside it never gives a format-marker id (cut after its
-        ``[``, as :meth:`T2CTokenizerCore.encode_text <megatron_t2c.tokenizer.sentencepiece.T2CTokenizerCore.encode_text>`);
+        ``[``, as ``T2CTokenizerCore.encode_text`` does);
         whitespace markers still give their ids."""
         if "[" not in text or not _MARKER_TEXT.search(text):
             return self.tokenize(text)
