@@ -44,7 +44,8 @@ MODALITY_NAMES = {SHARED: "shared", DOCSTRING: "docstring", CODE: "code"}
 class InspectConfig:
     """What to pack and show."""
 
-    tokenizer_model: str = option(help="SentencePiece model from tools/train_tokenizer.py", metavar="P.model")
+    tokenizer_model: str = option(help="SentencePiece model from tools/train_tokenizer.py or Hugging Face "
+                                  "tokenizer directory", metavar="P.model|DIR")
     input: str | None = option(None, "JSONL extraction records (fields docstring, code, normalised) to pack",
                                metavar="FILE.jsonl")
     dataset: str | None = option(None, "megatron indexed dataset: the documents to pack when there is no "
@@ -170,11 +171,11 @@ def sequence_json(index: int, tokens: Sequence[int], batch: objectives.Batch, ro
 
 def inspect(config: InspectConfig, out: IO[str], err: IO[str] | None = None) -> int:
     """Write one JSON line per packed sequence to ``out``; returns how many."""
-    from megatron_t2c.tokenizer.sentencepiece import T2CTokenizerCore  # load_tokenizer's class without importing megatron-core (seconds)
+    from megatron_t2c.tokenizer.loading import open_tokenizer  # without megatron-core's adapter (seconds to import)
 
     if not config.input and not config.dataset:
         raise ValueError("give --input FILE.jsonl or --dataset PREFIX")
-    tokenizer = T2CTokenizerCore(config.tokenizer_model)
+    tokenizer = open_tokenizer(config.tokenizer_model)
     pieces = [tokenizer.id_to_piece(i) for i in range(tokenizer.vocab_size)]
     ids = separated_ids(config, pieces, tokenizer)
     if config.print_separation and err is not None:

@@ -99,7 +99,7 @@ def measure(config: CodeLossConfig) -> dict:
     from megatron_t2c.evaluation.tasks.humaneval import load_humaneval
     from megatron_t2c.evaluation.tasks.mbpp import MbppUnavailable, load_mbpp
     from megatron_t2c.runtime import distributed
-    from megatron_t2c.tokenizer.sentencepiece import load_tokenizer
+    from megatron_t2c.tokenizer.loading import open_tokenizer
     from megatron_t2c.training import checkpointing
     from megatron_t2c.utils.atomic import write_json
 
@@ -110,7 +110,7 @@ def measure(config: CodeLossConfig) -> dict:
         model, info = checkpointing.model_from_checkpoint(ckpt)
         if not config.cpu:
             model.cuda()
-        tokenizer = load_tokenizer(checkpointing.tokenizer_path(ckpt))
+        tokenizer = open_tokenizer(checkpointing.tokenizer_path(ckpt))
         fmt, objective = info["format"], info["objective"]
         max_length = getattr(model, "max_sequence_length", None)
         result = {"checkpoint": ckpt, "format": fmt, "objective": objective, "separation": info["separation"],

@@ -131,7 +131,8 @@ class PlotEmbeddingsConfig:
     tokens: list[str] = option(default_factory=lambda: list(DEFAULT_TOKENS),
                                help="query words (whole vocabulary pieces, '▁word' preferred)")
     neighbours: int = option(20, "neighbours per token and space")
-    tokenizer_model: str = option(None, "the SentencePiece model (default: the one stored with the checkpoint)")
+    tokenizer_model: str = option(None, "the SentencePiece model or Hugging Face tokenizer directory "
+                                  "(default: the one stored with the checkpoint)")
     include_bytes: bool = option(False, "let byte-fallback pieces <0x..> be neighbours")
     per_token: bool = option(False, "also one PNG per token (PREFIX_<token>.png)")
     seed: int = option(0, "t-SNE random_state (the plots are reproducible)")
@@ -174,7 +175,8 @@ class ContaminationConfig:
                                                              "each record are searched)", metavar="FILE.jsonl")
     dataset: list[str] = option(default_factory=list, help="indexed dataset prefixes (PREFIX.bin/.idx)",
                                 metavar="PREFIX")
-    tokenizer_model: str = option(None, "SentencePiece model to decode --dataset documents")
+    tokenizer_model: str = option(None, "SentencePiece model or Hugging Face tokenizer directory to decode "
+                                  "--dataset documents")
     benchmarks: list[str] = option(default_factory=lambda: ["humaneval", "mbpp"], help="benchmarks to check",
                                    choices=("humaneval", "mbpp"))
     mbpp_splits: list[str] = option(default_factory=lambda: ["test", "validation"],

@@ -184,9 +184,9 @@ def iter_dataset_texts(prefix: str, tokenizer_model: str, chunk: int = 1024) -> 
         warnings.simplefilter("ignore")
         from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    from megatron_t2c.tokenizer.sentencepiece import load_tokenizer
+    from megatron_t2c.tokenizer.loading import open_tokenizer
 
-    tokenizer = load_tokenizer(tokenizer_model)
+    tokenizer = open_tokenizer(tokenizer_model)
     dataset = IndexedDataset(prefix)
     lines = None
     if os.path.exists(prefix + ".index_map.txt"):

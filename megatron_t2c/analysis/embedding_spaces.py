@@ -122,11 +122,11 @@ def read_tables_via_model(path: str) -> tuple[np.ndarray, Optional[np.ndarray], 
 def load_spaces(path: str, tokenizer_model: Optional[str] = None) -> EmbeddingSpaces:
     """Both spaces of the checkpoint at ``path``; the tokenizer defaults to the one stored with it."""
     from megatron_t2c.training.checkpointing import resolve, tokenizer_path
-    from megatron_t2c.tokenizer.sentencepiece import load_tokenizer
+    from megatron_t2c.tokenizer.loading import open_tokenizer
 
     ckpt = resolve(path)
     base, code, info = read_tables(ckpt)
-    tokenizer = load_tokenizer(tokenizer_model or tokenizer_path(ckpt))
+    tokenizer = open_tokenizer(tokenizer_model or tokenizer_path(ckpt))
     vocab = tokenizer.vocab_size
     if vocab != info["vocab_size"]:
         raise ValueError(f"the tokenizer has {vocab} pieces, the checkpoint {info['vocab_size']}")

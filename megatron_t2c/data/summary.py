@@ -32,13 +32,13 @@ def summarise(run_dir: str, seq_length: int = 1024) -> dict:
         warnings.simplefilter("ignore")
         from megatron.core.datasets.indexed_dataset import IndexedDataset
 
-    from megatron_t2c.tokenizer.sentencepiece import load_tokenizer
+    from megatron_t2c.tokenizer.loading import open_tokenizer
 
     data = os.path.join(run_dir, "data")
     summary: dict = {"extraction": _load(os.path.join(data, "extract_report.json")),
                      "tokenizer": _load(os.path.join(data, "tokenizer.summary.json")), "datasets": {}}
     model = os.path.join(data, "tokenizer.model")
-    tokenizer = load_tokenizer(model) if os.path.exists(model) else None
+    tokenizer = open_tokenizer(model) if os.path.exists(model) else None
     for path in sorted(glob.glob(os.path.join(data, "*.summary.json"))):
         report = _load(path)
         if report is None or "idx" not in report:

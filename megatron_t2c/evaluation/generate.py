@@ -53,8 +53,9 @@ class GenerateConfig:
     incremental: bool = option(False, "also generate for every problem's incremental prompts (<task id>#<i>, "
                                       "paper §3.4): the plain prompt and its incremental prompts, pooled per "
                                       "problem by the execute stage's incremental pass@k")
-    tokenizer_model: Optional[str] = option(None, "SentencePiece model (default: the one stored in the "
-                                                  "checkpoint)", metavar="FILE")
+    tokenizer_model: Optional[str] = option(None, "SentencePiece model or Hugging Face tokenizer "
+                                                  "directory (default: the one stored in the checkpoint)",
+                                            metavar="PATH")
     format: Optional[str] = option(None, "prompt format (default: the checkpoint's)",
                                    choices=("pangu", "pycodegpt"))
     n_samples: int = option(1, "samples per prompt (paper: 1 greedy for pass@1, 200 for pass@10/100)")
@@ -225,7 +226,7 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
     from megatron_t2c.training import checkpointing
     from megatron_t2c.runtime import distributed as parallel
     from megatron_t2c.inference.generator import GenerationResult, Generator, sequence_key
-    from megatron_t2c.tokenizer.sentencepiece import load_tokenizer
+    from megatron_t2c.tokenizer.loading import open_tokenizer, tokenizer_fingerprint
 
     if sampling.greedy and config.n_samples > 1:
         warnings.warn("--greedy with --n-samples > 1 gives identical samples")
@@ -237,9 +238,9 @@ def generate(config: GenerateConfig, sampling: SamplingConfig) -> dict[str, Any]
         objective = info["objective"]
         tokenizer_file = config.tokenizer_model or checkpointing.tokenizer_path(ckpt)
         expected = (info.get("tokenizer") or {}).get("sha256")
-        if expected and checkpointing.file_sha256(tokenizer_file) != expected:
+        if expected and tokenizer_fingerprint(tokenizer_file) != expected:
             raise SystemExit(f"error: {tokenizer_file} is not the tokenizer {ckpt} was trained with")
-        tokenizer = load_tokenizer(tokenizer_file)
+        tokenizer = open_tokenizer(tokenizer_file)
         model, info = checkpointing.model_from_checkpoint(ckpt)
         model.to(_torch_dtype(config.dtype))
 

@@ -2,13 +2,14 @@
 
 Only this module imports megatron-core for the tokenizer (importing it costs seconds, which training a
 tokenizer, preprocessing and ``--help`` should not pay): import it where a megatron-core dataset needs the
-tokenizer, or call :func:`megatron_t2c.tokenizer.sentencepiece.load_tokenizer`.
+tokenizer, or call :func:`megatron_t2c.tokenizer.loading.open_tokenizer` with ``megatron=True``.
 """
 
 from __future__ import annotations
 
 import warnings
 
+from megatron_t2c.tokenizer.huggingface import HFTokenizerCore
 from megatron_t2c.tokenizer.sentencepiece import T2CTokenizerCore
 
 try:
@@ -18,7 +19,7 @@ try:
 except ImportError:  # pragma: no cover - only where megatron-core is not installed (e.g. generation on a GPU box)
     MegatronTokenizerBase = object
 
-__all__ = ["MegatronTokenizerAdapter"]
+__all__ = ["MegatronTokenizerAdapter", "MegatronHFTokenizerAdapter"]
 
 
 class MegatronTokenizerAdapter(T2CTokenizerCore, MegatronTokenizerBase):
@@ -27,3 +28,10 @@ class MegatronTokenizerAdapter(T2CTokenizerCore, MegatronTokenizerBase):
     ``eod``, ``pad``, ``unique_identifiers``; see :class:`T2CTokenizerCore` for the rest."""
 
     __init__ = T2CTokenizerCore.__init__  # the base's __init__(path, config) only stores attributes
+
+
+class MegatronHFTokenizerAdapter(HFTokenizerCore, MegatronTokenizerBase):
+    """A Hugging Face tokenizer directory (:class:`HFTokenizerCore`, fixed special ids) as megatron-core's
+    ``MegatronTokenizerBase``."""
+
+    __init__ = HFTokenizerCore.__init__

@@ -175,6 +175,11 @@ class T2CTokenizerCore:
                                  and not self._sp.is_unknown(self._sp.piece_to_id(_SPACE_MARK)))
         return self._independent
 
+    @property
+    def model_bytes(self) -> bytes:
+        """The serialized model (what the model file holds)."""
+        return self._model_bytes
+
     def __getstate__(self) -> dict:
         return {"path": self.path, "num_threads": self.num_threads, "model": self._model_bytes}
 
@@ -404,10 +409,11 @@ class T2CTokenizerCore:
         return ids
 
 
-def load_tokenizer(model_path: str | os.PathLike, num_threads: int = 1) -> T2CTokenizerCore:
-    """Load a model trained by :func:`~megatron_t2c.tokenizer.train.train_tokenizer` (checks the special ids)
-    as :class:`~megatron_t2c.tokenizer.megatron.MegatronTokenizerAdapter`, the tokenizer megatron-core's
-    datasets take (the plain :class:`T2CTokenizerCore` where megatron-core is not installed)."""
-    from megatron_t2c.tokenizer.megatron import MegatronTokenizerAdapter  # imports megatron-core (seconds)
+def load_tokenizer(model_path: str | os.PathLike, num_threads: int = 1):
+    """Load a tokenizer as the object megatron-core's datasets take: a model trained by
+    :func:`~megatron_t2c.tokenizer.train.train_tokenizer` (checks the special ids) as
+    :class:`~megatron_t2c.tokenizer.megatron.MegatronTokenizerAdapter`, or a Hugging Face tokenizer directory
+    (see :func:`megatron_t2c.tokenizer.loading.open_tokenizer`)."""
+    from megatron_t2c.tokenizer.loading import open_tokenizer
 
-    return MegatronTokenizerAdapter(model_path, num_threads=num_threads)
+    return open_tokenizer(model_path, num_threads=num_threads, megatron=True)

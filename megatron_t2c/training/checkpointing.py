@@ -7,7 +7,9 @@ A run directory (``--save``) holds one directory per saved iteration and a point
       iter_0001200/
         metadata.json, common.pt, *.distcp  # megatron dist_checkpointing (any TP/PP can read it back)
         t2c_run.json                       # the run: model config, separated ids, tokenizer fingerprint, ...
-        tokenizer.model                    # the SentencePiece model the run was trained with
+        tokenizer.model                    # the SentencePiece model the run was trained with, or
+        tokenizer/                         # a Hugging Face tokenizer, as its canonical directory
+                                           # (megatron_t2c.tokenizer.huggingface.HFTokenizerCore.save)
 
 The megatron state dict is ``{"model": ..., "optimizer": ..., "scheduler": ..., "progress": ..., "rng":
 ...}``; the model part is :meth:`~megatron_t2c.models.gpt.T2CGPTModel.sharded_state_dict` (TP/PP-agnostic; a
@@ -20,7 +22,8 @@ pointer (atomically).  A crash at any moment leaves the previous checkpoint and 
 ``.partial`` directory is removed by the next save.  Old iterations beyond ``keep`` are deleted after the
 pointer has moved.
 
-**Checks on load** (:func:`check_compatible`): a checkpoint whose tokenizer (SHA-256 of the model file),
+**Checks on load** (:func:`check_compatible`): a checkpoint whose tokenizer (its fingerprint:
+:func:`megatron_t2c.tokenizer.loading.tokenizer_fingerprint`),
 architecture or separated ids differ from the run's is refused with a message naming the difference; a
 damaged or incomplete checkpoint raises :class:`CheckpointError` naming the directory.
 """
@@ -41,8 +44,9 @@ import torch.distributed as dist
 
 from megatron_t2c.utils.atomic import atomic_open, write_json
 
-__all__ = ["CheckpointError", "LATEST_FILE", "RUN_INFO_FILE", "TOKENIZER_FILE", "iteration_dir",
-           "latest_iteration", "resolve", "read_run_info", "file_sha256", "check_compatible",
+__all__ = ["CheckpointError", "LATEST_FILE", "RUN_INFO_FILE", "TOKENIZER_FILE", "TOKENIZER_DIR", "iteration_dir",
+           "latest_iteration", "resolve", "read_run_info", "file_sha256", "check_compatible", "tokenizer_record",
+           "stored_tokenizer", "tokenizer_path",
            "save_checkpoint", "load_checkpoint", "load_model_weights", "model_from_checkpoint", "list_iterations"]
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,8 @@ log = logging.getLogger(__name__)
 LATEST_FILE = "latest_checkpointed_iteration.txt"
 RUN_INFO_FILE = "t2c_run.json"
 TOKENIZER_FILE = "tokenizer.model"
+#: Where a Hugging Face tokenizer is stored (its canonical directory).
+TOKENIZER_DIR = "tokenizer"
 RUN_INFO_VERSION = 1
 _ITER_DIR = re.compile(r"^iter_(\d{7,})$")
 
@@ -153,7 +159,7 @@ def check_compatible(info: dict, *, model: dict, vocab_size: int, tokenizer_sha2
     separated ids, or None to skip that check (loading base rows only)."""
     problems = []
     if tokenizer_sha256 is not None and info["tokenizer"]["sha256"] != tokenizer_sha256:
-        problems.append("the tokenizer differs (SHA-256 of the model file "
+        problems.append("the tokenizer differs (fingerprint "
                         f"{info['tokenizer']['sha256'][:12]}... in the checkpoint, {tokenizer_sha256[:12]}... here)")
     if info["vocab_size"] != vocab_size:
         problems.append(f"vocabulary size {info['vocab_size']} in the checkpoint, {vocab_size} here")
@@ -284,14 +290,16 @@ def _sharded_state(model_chunks, optimizer, scheduler, progress: dict, *, is_loa
 
 
 def save_checkpoint(save: str, iteration: int, model_chunks: Sequence[torch.nn.Module], optimizer, scheduler,
-                    *, progress: dict, run_info: dict, tokenizer_model: Optional[str], keep: Optional[int] = None
+                    *, progress: dict, run_info: dict, tokenizer_model, keep: Optional[int] = None
                     ) -> str:
     """Save a complete checkpoint of ``iteration`` atomically (see the module docstring); returns its path.
 
     Args:
         progress: plain values to restore on resume (iteration, consumed samples, ...).
         run_info: ``t2c_run.json`` content (see :func:`make_run_info`).
-        tokenizer_model: the SentencePiece model file to store beside the weights.
+        tokenizer_model: the tokenizer to store beside the weights: a SentencePiece model file (copied to
+            ``tokenizer.model``) or a Hugging Face tokenizer directory (saved as the canonical ``tokenizer/``),
+            or such a tokenizer loaded (``T2CTokenizerCore``/``HFTokenizerCore``).
         keep: keep only the newest ``keep`` iterations (None: keep all).
     """
     from megatron.core import dist_checkpointing
@@ -309,8 +317,7 @@ def save_checkpoint(save: str, iteration: int, model_chunks: Sequence[torch.nn.M
     if _rank() == 0:
         write_json(os.path.join(partial, RUN_INFO_FILE), dict(run_info, iteration=iteration))
         if tokenizer_model:
-            with open(tokenizer_model, "rb") as src, atomic_open(os.path.join(partial, TOKENIZER_FILE), "wb") as dst:
-                shutil.copyfileobj(src, dst)
+            _store_tokenizer(tokenizer_model, partial)
         _fsync_dir(partial)
         if os.path.exists(final):  # re-saving an iteration (a resumed run): swap, never a half state
             old = final + ".old"
@@ -332,6 +339,37 @@ def save_checkpoint(save: str, iteration: int, model_chunks: Sequence[torch.nn.M
     return final
 
 
+def _store_tokenizer(tokenizer_model, directory: str) -> None:
+    """Copy a SentencePiece file to ``directory/tokenizer.model``, or save a Hugging Face tokenizer as the
+    canonical ``directory/tokenizer/``; ``tokenizer_model`` is a path or a loaded tokenizer (its bytes are
+    then written: the file it came from may be gone, e.g. an older iteration deleted by ``keep``)."""
+    from megatron_t2c.tokenizer.huggingface import HFTokenizerCore
+
+    if isinstance(tokenizer_model, HFTokenizerCore):
+        tokenizer_model.save(os.path.join(directory, TOKENIZER_DIR))
+        return
+    if hasattr(tokenizer_model, "model_bytes"):
+        with atomic_open(os.path.join(directory, TOKENIZER_FILE), "wb") as dst:
+            dst.write(tokenizer_model.model_bytes)
+        return
+    if os.path.isdir(tokenizer_model):
+        HFTokenizerCore(tokenizer_model).save(os.path.join(directory, TOKENIZER_DIR))
+        return
+    with open(tokenizer_model, "rb") as src, atomic_open(os.path.join(directory, TOKENIZER_FILE), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+
+
+def tokenizer_record(tokenizer_model: Optional[str]) -> dict:
+    """The run info's ``tokenizer`` entry: fingerprint, where the checkpoint stores it, its kind."""
+    if not tokenizer_model:
+        return {"sha256": None, "file": None, "kind": None}
+    from megatron_t2c.tokenizer.loading import tokenizer_fingerprint, tokenizer_kind
+
+    kind = tokenizer_kind(tokenizer_model)
+    return {"sha256": tokenizer_fingerprint(tokenizer_model),
+            "file": TOKENIZER_DIR if kind == "huggingface" else TOKENIZER_FILE, "kind": kind}
+
+
 def make_run_info(*, model_config, vocab_size: int, separation: str, separated: Sequence[int],
                   tokenizer_model: Optional[str], fmt: str, objective: str, stage: str,
                   config: Optional[dict] = None) -> dict:
@@ -343,8 +381,7 @@ def make_run_info(*, model_config, vocab_size: int, separation: str, separated: 
         "vocab_size": vocab_size,
         "separation": separation,
         "separated_ids": [int(i) for i in separated],
-        "tokenizer": {"sha256": file_sha256(tokenizer_model) if tokenizer_model else None,
-                      "file": TOKENIZER_FILE if tokenizer_model else None},
+        "tokenizer": tokenizer_record(tokenizer_model),
         "format": fmt,
         "objective": objective,
         "stage": stage,
@@ -500,12 +537,23 @@ def model_from_checkpoint(path: str, *, transformer_overrides: Optional[dict] = 
     return model, info
 
 
-def tokenizer_path(path: str) -> str:
-    """The tokenizer stored with the checkpoint at ``path``."""
+def stored_tokenizer(path: str) -> Optional[str]:
+    """The tokenizer stored with the checkpoint at ``path`` (``tokenizer.model`` or the Hugging Face
+    directory ``tokenizer/``), or None."""
     ckpt = resolve(path)
-    stored = os.path.join(ckpt, TOKENIZER_FILE)
-    if not os.path.exists(stored):
-        raise CheckpointError(f"{ckpt} holds no {TOKENIZER_FILE}: pass the tokenizer explicitly")
+    for name in (TOKENIZER_DIR, TOKENIZER_FILE):
+        stored = os.path.join(ckpt, name)
+        if name == TOKENIZER_DIR and os.path.isdir(stored) or name == TOKENIZER_FILE and os.path.isfile(stored):
+            return stored
+    return None
+
+
+def tokenizer_path(path: str) -> str:
+    """The tokenizer stored with the checkpoint at ``path`` (see :func:`stored_tokenizer`)."""
+    stored = stored_tokenizer(path)
+    if stored is None:
+        raise CheckpointError(f"{resolve(path)} holds no {TOKENIZER_FILE} nor {TOKENIZER_DIR}/: pass the tokenizer "
+                              "explicitly")
     return stored
 
 

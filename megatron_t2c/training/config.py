@@ -47,7 +47,9 @@ class DataConfig:
                                   "(weights are relative; unweighted prefixes blend by size)",
                                   metavar="[WEIGHT] PREFIX")
     split: str = option("98,2,0", help="train,valid,test proportions of each dataset's documents")
-    tokenizer_model: str = option(help="the SentencePiece model the datasets were made with")
+    tokenizer_model: Optional[str] = option(None, help="the SentencePiece model or Hugging Face tokenizer "
+                                            "directory the datasets were made with (default: the one stored "
+                                            "in the --load or --init-from checkpoint)", metavar="PATH")
     format: str = option("pangu", help="sample format of the datasets", choices=FORMATS)
     data_cache_path: Optional[str] = option(None, help="where megatron-core caches the sample indices (built "
                                             "once by rank 0 and copied to nodes that do not see it); "

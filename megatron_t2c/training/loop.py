@@ -262,7 +262,7 @@ class Trainer:
             path = checkpointing.save_checkpoint(
                 c.save, self.iteration, [self.model], self.optimizer, self.scheduler,
                 progress={"iteration": self.iteration, "consumed_samples": self.consumed_samples},
-                run_info=self.run_info, tokenizer_model=self.run.data.tokenizer_model, keep=c.keep_checkpoints)
+                run_info=self.run_info, tokenizer_model=self.tokenizer, keep=c.keep_checkpoints)
         if _is_last_rank():
             self.console.write(f"saved checkpoint {path}\n")
             self.console.flush()
@@ -369,6 +369,40 @@ def _train_iters(run: RunConfig, prefixes, global_batch: int, seq_length: int) -
     return iters
 
 
+def model_flags_at_defaults(model) -> bool:
+    """Whether the model config's preset and every architecture field are the flags' defaults (the user
+    stated no architecture)."""
+    from megatron_t2c.models.config import ARCHITECTURE_FIELDS
+
+    defaults = {f.name: f.default for f in dataclasses.fields(model)}
+    return all(getattr(model, name) == defaults.get(name) for name in ("preset", *ARCHITECTURE_FIELDS)
+               if name in defaults)
+
+
+def resolve_from_checkpoint(run: RunConfig, resume_from: Optional[str]) -> None:
+    """Fill in what the starting checkpoint stores and the user left out (in place).
+
+    Without ``--tokenizer-model``, the tokenizer stored in the ``--load`` checkpoint (resume) or the
+    ``--init-from`` one.  With ``--init-from`` and no architecture flags (preset and every architecture field
+    at their defaults), the checkpoint's architecture: ``ModelConfig.from_architecture`` of its run info plus
+    the user's other model settings (separation, dropout, attention backend ...)."""
+    c = run.checkpoint
+    source = resume_from or c.init_from
+    if run.data.tokenizer_model is None:
+        stored = checkpointing.stored_tokenizer(source) if source else None
+        if stored is None:
+            where = f" ({source} stores no tokenizer)" if source else ""
+            raise DataError(f"--tokenizer-model is required{where}")
+        run.data.tokenizer_model = stored
+    if c.init_from and not resume_from and model_flags_at_defaults(run.model):
+        from megatron_t2c.models.config import ARCHITECTURE_FIELDS
+
+        info = checkpointing.read_run_info(c.init_from)
+        settings = {f.name: getattr(run.model, f.name) for f in dataclasses.fields(run.model)
+                    if f.name not in ARCHITECTURE_FIELDS and f.name != "preset"}
+        run.model = type(run.model).from_architecture(info["architecture"], **settings)
+
+
 def setup(run: RunConfig, console: Optional[IO[str]] = None) -> Trainer:
     """Everything :meth:`Trainer.train` needs (the distributed state must not be initialised yet)."""
     from megatron.core import parallel_state
@@ -382,27 +416,28 @@ def setup(run: RunConfig, console: Optional[IO[str]] = None) -> Trainer:
     from megatron_t2c.runtime import cpu_compat
     from megatron_t2c.runtime import distributed as parallel
     from megatron_t2c.models.gpt import build_model, make_layout
-    from megatron_t2c.tokenizer.sentencepiece import load_tokenizer
+    from megatron_t2c.tokenizer.loading import TokenizerLoadError, open_tokenizer, tokenizer_fingerprint
 
     start_time = time.time()
     t, p, c = run.training, run.parallel, run.checkpoint
-    check_parallel_flags(run)
-    parallel.initialize_distributed(p.tensor_model_parallel_size, p.pipeline_model_parallel_size, cpu=p.cpu,
-                                    seed=t.seed)
-    device = cpu_compat.device()
-    if not os.path.exists(run.data.tokenizer_model):
-        raise DataError(f"--tokenizer-model {run.data.tokenizer_model}: no such file")
-    tokenizer = load_tokenizer(run.data.tokenizer_model)
-    vocab_size = tokenizer.vocab_size
-    prefixes, weights = parse_blend(run.data.data_path)
-    check_datasets(prefixes, vocab_size, run.data.format)
-
     # Which checkpoint starts the run: our own (resume), a MAPT one (MRPT), or none.
     resume_from = None
     if c.load and checkpointing.has_checkpoint(c.load):
         resume_from = checkpointing.resolve(c.load)
-    elif c.load and _is_last_rank():  # nothing saved there yet: a new run (the usual --save X --load X)
+    resolve_from_checkpoint(run, resume_from)
+    check_parallel_flags(run)
+    parallel.initialize_distributed(p.tensor_model_parallel_size, p.pipeline_model_parallel_size, cpu=p.cpu,
+                                    seed=t.seed)
+    if c.load and not resume_from and _is_last_rank():  # nothing saved there yet: a new run (--save X --load X)
         console.write(f"no checkpoint in --load {c.load} yet: starting a new run\n")
+    device = cpu_compat.device()
+    try:
+        tokenizer = open_tokenizer(run.data.tokenizer_model, megatron=True)
+    except TokenizerLoadError as exc:
+        raise DataError(f"--tokenizer-model {exc}") from None
+    vocab_size = tokenizer.vocab_size
+    prefixes, weights = parse_blend(run.data.data_path)
+    check_datasets(prefixes, vocab_size, run.data.format)
     resumed_stage = checkpointing.read_run_info(resume_from).get("stage") if resume_from else None
     stage = t.resolved_stage(c.init_from, resumed_stage)
     if stage == "mapt" and run.model.separation != "none" and not resume_from:
@@ -411,7 +446,7 @@ def setup(run: RunConfig, console: Optional[IO[str]] = None) -> Trainer:
 
     separated = _separated_ids(run, tokenizer, prefixes)
     arch = run.model.architecture_dict()
-    tokenizer_sha = checkpointing.file_sha256(run.data.tokenizer_model)
+    tokenizer_sha = tokenizer_fingerprint(run.data.tokenizer_model)
     if resume_from:
         info = checkpointing.read_run_info(resume_from)
         checkpointing.check_compatible(info, model=arch, vocab_size=vocab_size, tokenizer_sha256=tokenizer_sha,

@@ -266,3 +266,29 @@ def test_gpt_dataset_reads_the_output(tmp_path, model, tok):
     assert sample["tokens"].shape == (256,) and sample["attention_mask"].shape == (1, 256, 256)
     eod = (sample["tokens"] == tok.eod).nonzero().flatten()
     assert len(eod) >= 1 and sample["position_ids"][eod[0] + 1] == 0  # positions restart after [eoc]
+
+
+def test_hf_tokenizer_directory(tmp_path):
+    """--tokenizer-model DIR (a Hugging Face byte-level BPE): documents decode back to the samples."""
+    from megatron_t2c.tokenizer.huggingface import HFTokenizerCore
+    from helpers.hf_tokenizers import tiny_hf_tokenizer
+
+    model = str(tiny_hf_tokenizer())
+    tok = HFTokenizerCore(model)
+    records = dict(enumerate(stdlib_records(), 1))
+    config = _config(corpus_jsonl(), model, tmp_path / "out", format="pycodegpt", include="all", workers=2,
+                     index_map=str(tmp_path / "out.lines"))
+    summary = P.preprocess(config, log=None)
+    dataset = _read(tmp_path / "out")
+    expected = _expected(tok, records, "pycodegpt", "all")
+    lines = [int(x) for x in (tmp_path / "out.lines").read_text().split()]
+    assert lines == [n for n, _ in expected] and len(dataset) == len(expected) == summary["documents"] > 300
+    assert dataset.index.dtype == np.uint16
+    for i, (line_no, ids) in enumerate(expected):
+        doc = dataset[i]
+        assert doc.tolist() == ids and doc[-1] == tok.eod
+        assert tok.detokenize(doc) == F.sample_text(F.format_record(records[line_no], "pycodegpt"))
+    # a sharded run records the directory's tokenization fingerprint in its plan
+    from megatron_t2c.data.preprocess.shards import _tokenizer_fingerprint
+
+    assert _tokenizer_fingerprint(model)["sha256"] == tok.fingerprint()

@@ -19,7 +19,9 @@ class PreprocessConfig(ShardingOptions):
                               metavar="FILE.jsonl")
     files_from: str | None = option(None, "also read input paths from this file, one a line ('-': stdin)",
                                     metavar="FILE")
-    tokenizer_model: str = option(help="SentencePiece model from tools/train_tokenizer.py", metavar="P.model")
+    tokenizer_model: str = option(help="SentencePiece model from tools/train_tokenizer.py or Hugging Face "
+                                  "tokenizer directory (tokenizer.json, or vocab.json + merges.txt)",
+                                  metavar="P.model|DIR")
     output_prefix: str = option(help="write OUT.bin and OUT.idx", metavar="OUT")
     format: str = option("pangu", "sample format", choices=FORMATS)
     include: str = option("text-code", "records to keep: with a docstring, without, or all", choices=INCLUDE)

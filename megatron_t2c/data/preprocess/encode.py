@@ -19,7 +19,7 @@ import numpy as np
 
 from megatron_t2c.mrpt.formats import format_code
 from megatron_t2c.mrpt.normalise import normalise
-from megatron_t2c.tokenizer.sentencepiece import T2CTokenizerCore
+from megatron_t2c.tokenizer.loading import open_tokenizer
 from megatron_t2c.utils.records import BadLine, parse_record, read_range, split_lines
 
 
@@ -44,7 +44,7 @@ class ChunkEncoder:
 
     def __init__(self, model_path: str, fmt: str, include: str, max_seq_length: int, dtype: type) -> None:
         self.path: str | None = None
-        self.tokenizer = T2CTokenizerCore(model_path, num_threads=1)
+        self.tokenizer = open_tokenizer(model_path, num_threads=1)
         self.fmt = fmt
         self.want_doc = {"text-code": True, "code-only": False, "all": None}[include]
         self.max_seq_length = max_seq_length

@@ -24,7 +24,7 @@ from megatron_t2c.data.preprocess.outputs import (StagedOutputs, add_documents, 
                                                   import_indexed_dataset, new_builder, targets, token_dtype,
                                                   write_staged)
 from megatron_t2c.data.preprocess.shards import sharded
-from megatron_t2c.tokenizer.sentencepiece import T2CTokenizerCore
+from megatron_t2c.tokenizer.loading import open_tokenizer
 from megatron_t2c.utils.atomic import write_json
 
 
@@ -45,7 +45,7 @@ def preprocess(config: PreprocessConfig, log: IO[str] | None = sys.stderr) -> di
     if config.shard_bytes < 1:
         raise ValueError("--shard-bytes must be positive")
     inputs = resolve_inputs(config)
-    vocab_size = T2CTokenizerCore(config.tokenizer_model).vocab_size  # fails early on a wrong model
+    vocab_size = open_tokenizer(config.tokenizer_model).vocab_size  # fails early on a wrong model
     if not corpus_ranks.is_sharded(config):
         return _single(config, inputs, vocab_size, log, start)
     if config.ranks > 1:

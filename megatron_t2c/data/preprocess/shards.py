@@ -33,13 +33,22 @@ from megatron_t2c.utils.atomic import write_json
 _PLAN_OPTIONS = ("format", "include", "max_seq_length", "shard_bytes", "show_bad", "strict")
 
 
+def _tokenizer_fingerprint(path: str) -> dict:
+    """A SentencePiece file's path, size and mtime; a Hugging Face directory's path and tokenization hash."""
+    if os.path.isdir(path):
+        from megatron_t2c.tokenizer.loading import tokenizer_fingerprint
+
+        return {"path": os.path.abspath(path), "sha256": tokenizer_fingerprint(path)}
+    return corpus_ranks.file_fingerprint(path)
+
+
 def sharded(config: PreprocessConfig, inputs: list[str], vocab_size: int, log, world: World,
             start: float) -> dict | None:
     """This rank's part of a sharded run; rank 0 returns the summary, the others None."""
     dtype = token_dtype(vocab_size)
     shard_dir = config.shard_dir or config.output_prefix + ".shards"
     plan = {"tool": "preprocess_data", "inputs": [corpus_ranks.file_fingerprint(p) for p in inputs],
-            "tokenizer_model": corpus_ranks.file_fingerprint(config.tokenizer_model),
+            "tokenizer_model": _tokenizer_fingerprint(config.tokenizer_model),
             **{k: getattr(config, k) for k in _PLAN_OPTIONS}}
     with Encoders(config.workers, encoder_args(config, dtype)) as encoders:
         indexed_dataset = import_checked(vocab_size, dtype)
