@@ -24,10 +24,13 @@ an iteration directory) -> a directory that transformers' AutoModelForCausalLM /
 generation_config.json (eos = [eoc]), the tokenizer (tokenizer.model and tokenizer.json; decode gives Python
 source), a model card README.md, and -- for models that need it (separation, RoPE, prefix-code) -- the modelling code,
 with megatron_t2c's own modality rules, inside the directory.  A model without separation, with learned
-positions and not prefix-code, exports as a stock GPT2LMHeadModel (no remote model code).
+positions and not prefix-code, exports as the stock GPT2LMHeadModel or GPTNeoForCausalLM that computes it
+(no remote code; a Hugging Face tokenizer goes back to its own ids, the markers added after them).
 
---from-hf: a GPT2LMHeadModel (save_pretrained) or an exported T2C directory -> a megatron_t2c checkpoint
-(run directory) that loads at any TP/PP, e.g. to start MRPT from it with --init-from.
+--from-hf: a GPT2LMHeadModel (any activation) or GPTNeoForCausalLM directory (save_pretrained; e.g.
+PyCodeGPT) with its own tokenizer, or an exported T2C directory -> a megatron_t2c checkpoint (run directory)
+that loads at any TP/PP, e.g. to start MRPT from it with --init-from alone.  A Hugging Face tokenizer gains
+the markers ([descr] [python] [eoc] ...) as special tokens; their embedding rows start as the mean row.
 
 --verify: run both models on the same rows; print the max absolute logit difference and the top-1
 agreement; exit 1 above the tolerance (float32: 1e-4)."""
@@ -58,12 +61,13 @@ class ConvertConfig:
     verify: bool = option(False, "compare both models' logits after converting; exit 1 above the tolerance")
     tolerance: Optional[float] = option(None, "--verify tolerance on the max |logit difference| "
                                         "(default: 1e-4 for float32 weights, 5e-2 for bfloat16)")
-    model_class: str = option("auto", "--to-hf: the Hugging Face class: auto (stock GPT-2 when it is exact, "
-                              "else T2CForCausalLM), gpt2, t2c", choices=("auto", "gpt2", "t2c"))
+    model_class: str = option("auto", "--to-hf: the Hugging Face class: auto (the stock class that computes the "
+                              "model exactly -- GPT2LMHeadModel or GPTNeoForCausalLM --, else T2CForCausalLM), "
+                              "stock, gpt2, gpt_neo, t2c", choices=("auto", "stock", "gpt2", "gpt_neo", "t2c"))
     dtype: Optional[str] = option(None, "--to-hf: weight dtype of the export (default: the checkpoint's)",
                                   choices=("float32", "bfloat16", "float16"))
-    tokenizer_model: Optional[str] = option(None, "the SentencePiece model (default: the checkpoint's / the "
-                                            "directory's tokenizer.model)")
+    tokenizer_model: Optional[str] = option(None, "the tokenizer: a SentencePiece model or a Hugging Face "
+                                            "tokenizer directory (default: the checkpoint's / the directory's own)")
     tensor_model_parallel_size: int = option(1, "--from-hf: the TP size the checkpoint is meant for (checked "
                                              "and recorded; checkpoints load at any size)")
     pipeline_model_parallel_size: int = option(1, "--from-hf: the PP size, likewise")

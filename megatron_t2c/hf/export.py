@@ -8,15 +8,18 @@ reading.  Each tensor is mapped (:mod:`.weight_map`) and streamed into ``model.s
 header is computed first on meta tensors), so the peak memory is about one megatron tensor (all layers of
 one weight), not the model.
 
-Target class: a checkpoint without separation, with learned positions and not trained with ``prefix-code``
-is exactly GPT-2 (pre-LN, exact GELU -- ``activation_function="gelu"`` --, biases, 1/sqrt(d) attention
-scale, tied head) and exports as a stock ``GPT2LMHeadModel`` (weights in GPT-2's ``Conv1D`` layout, no remote
-code).  Anything else (separation, RoPE, a prefix-LM) exports as ``T2CForCausalLM``
+Target class (:attr:`HFArchitecture.stock_target`): a model without separation, with learned positions and
+not trained with ``prefix-code`` exports as the stock class that computes it exactly, with no remote code:
+``GPT2LMHeadModel`` (q/k/v biases, 1/sqrt(d) attention scale, any activation GPT-2 knows; weights in
+GPT-2's ``Conv1D`` layout) or ``GPTNeoForCausalLM`` (no q/k/v bias, unscaled scores, global and local
+layers).  Anything else (separation, RoPE, a prefix-LM) exports as ``T2CForCausalLM``
 (:mod:`megatron_t2c.hf.modeling_t2c`), shipped in the directory with megatron_t2c's ``modality.py``,
-``objectives.py`` and ``special_tokens.py`` verbatim.  The tokenizer is always the checkpoint's
-``tokenizer.model`` plus the equivalent ``tokenizer.json`` (:mod:`.fast_tokenizer`), with the remote code
-:mod:`megatron_t2c.hf.tokenization_t2c` (``T2CTokenizerFast``/``T2CTokenizer``: decoding to Python source with
-the shipped ``normalise.py``).  Above ``max_shard_size`` the weights are sharded with an index; a model card
+``objectives.py`` and ``special_tokens.py`` verbatim.  The tokenizer is the checkpoint's: a SentencePiece model
+gives ``tokenizer.model`` plus the equivalent ``tokenizer.json`` (:mod:`.fast_tokenizer`) with the remote code
+:mod:`megatron_t2c.hf.tokenization_t2c` (decoding to Python source with the shipped ``normalise.py``); a
+Hugging Face tokenizer goes back to its own id space with the markers added as special tokens after the
+model's rows for a stock class (:mod:`.vocab_map`), or stays in megatron_t2c's id space for
+``T2CForCausalLM``.  Above ``max_shard_size`` the weights are sharded with an index; a model card
 ``README.md`` (:mod:`.model_card`) comes last.  Everything is written into ``OUTPUT.partial`` and renamed onto
 ``OUTPUT`` when complete.
 """
@@ -34,10 +37,11 @@ from typing import Callable, Iterable, Iterator, Optional, Union
 import torch
 
 from megatron_t2c.hf import SHIPPED_MODULES, TOKENIZER_MODULES
-from megatron_t2c.hf.architecture import ConversionError, HFArchitecture, check_tokenizer
+from megatron_t2c.hf.architecture import STOCK_CLASSES, ConversionError, HFArchitecture, check_tokenizer
 from megatron_t2c.hf.safetensors_files import DEFAULT_MAX_SHARD_SIZE, write_model_weights
-from megatron_t2c.hf.weight_map import (CODE_ROWS, FINAL, LAYER, MODEL_PREFIXES, POSITIONS, STORED_ALIASES, TABLE,
-                                        LayerTensor, deinterleave_qkv)
+from megatron_t2c.hf.vocab_map import MARKERS, export_index, is_hf_tokenizer
+from megatron_t2c.hf.weight_map import (CODE_ROWS, FINAL, MODEL_PREFIXES, POSITIONS, STORED_ALIASES, TABLE, LayerTensor,
+                                        deinterleave_qkv, layer_rows)
 from megatron_t2c.mrpt import special_tokens as st
 from megatron_t2c.training.checkpointing import CheckpointError, read_run_info, resolve
 from megatron_t2c.utils.atomic import write_json
@@ -111,7 +115,7 @@ def _check_checkpoint(reader: MegatronTensors, arch: HFArchitecture) -> None:
                     "pre_mlp_layernorm.weight": (h,), "pre_mlp_layernorm.bias": (h,),
                     "mlp.linear_fc1.weight": (f, h), "mlp.linear_fc1.bias": (f,),
                     "mlp.linear_fc2.weight": (h, f), "mlp.linear_fc2.bias": (h,)}
-    for row in LAYER:
+    for row in layer_rows(arch.qkv_bias):
         expected[_layer_key(reader, row)] = (L, *layer_shapes[row.module])
     missing = [k for k in expected if k not in reader]
     unknown = sorted(set(reader.shapes) - set(expected))
@@ -139,16 +143,20 @@ def _check_checkpoint(reader: MegatronTensors, arch: HFArchitecture) -> None:
 Emit = Callable[[Callable[[str], torch.Tensor]], Iterator[tuple[str, torch.Tensor]]]
 
 
-def _export_plan(reader: MegatronTensors, arch: HFArchitecture, target: str, dtype: Optional[torch.dtype]
-                 ) -> list[Emit]:
-    """Generators, one per megatron tensor: given a loader (real or meta), yield ``(hf_name, tensor)``."""
-    gpt2 = target == "gpt2"
+def _export_plan(reader: MegatronTensors, arch: HFArchitecture, target: str, dtype: Optional[torch.dtype],
+                 table_index: Optional[list[int]] = None) -> list[Emit]:
+    """Generators, one per megatron tensor: given a loader (real or meta), yield ``(hf_name, tensor)``.
+    ``table_index``: which of our rows each exported row is (a stock class with a Hugging Face tokenizer);
+    default the base rows in order."""
 
     def cast(t: torch.Tensor) -> torch.Tensor:
         return t.to(dtype) if dtype is not None and t.is_floating_point() else t
 
     def table(load):
-        yield "transformer.wte.weight", cast(load(TABLE)[:arch.vocab_size])
+        full = load(TABLE)
+        rows = full[:arch.vocab_size] if table_index is None else full.index_select(
+            0, torch.tensor(table_index, device=full.device))
+        yield "transformer.wte.weight", cast(rows)
 
     def simple(key, name):
         def emit(load):
@@ -156,7 +164,7 @@ def _export_plan(reader: MegatronTensors, arch: HFArchitecture, target: str, dty
         return emit
 
     def layers(row: LayerTensor):
-        key = _layer_key(reader, row)
+        key, name = _layer_key(reader, row), row.hf_name(target)
 
         def emit(load):
             stacked = load(key)
@@ -164,9 +172,13 @@ def _export_plan(reader: MegatronTensors, arch: HFArchitecture, target: str, dty
                 t = stacked[i]
                 if row.qkv:
                     t = deinterleave_qkv(t, arch.num_attention_heads, arch.num_query_groups, arch.head_dim)
-                if gpt2 and t.dim() == 2:
+                if target == "gpt_neo" and row.qkv:
+                    for part, piece in zip("qkv", t.chunk(3)):
+                        yield f"transformer.h.{i}.{name.format(part)}", cast(piece.contiguous())
+                    continue
+                if target == "gpt2" and t.dim() == 2:
                     t = t.t()  # GPT-2's Conv1D stores [in, out]
-                yield f"transformer.h.{i}.{row.gpt2 if gpt2 else row.t2c}", cast(t)
+                yield f"transformer.h.{i}.{name}", cast(t)
         return emit
 
     plan: list[Emit] = [table]
@@ -174,7 +186,7 @@ def _export_plan(reader: MegatronTensors, arch: HFArchitecture, target: str, dty
         plan.append(simple(CODE_ROWS, "transformer.wte_code.weight"))
     if arch.position_embedding_type == "learned_absolute":
         plan.append(simple(POSITIONS, "transformer.wpe.weight"))
-    plan += [layers(row) for row in LAYER]
+    plan += [layers(row) for row in layer_rows(arch.qkv_bias)]
     plan += [simple(key, name) for key, name in FINAL]
     return plan
 
@@ -236,12 +248,18 @@ def _copy_shipped_modules(output: str) -> None:
 SUPPRESSED_IDS = (st.PAD_ID, st.UNK_ID, st.BOS_ID, st.EOS_ID, st.DESCR_ID, st.PYTHON_ID, st.SOS_ID, st.MASK_ID)
 
 
-def generation_config(arch: HFArchitecture):
-    """Greedy, stop at ``[eoc]``, never the markers that open a segment (the engine's defaults)."""
+def generation_config(arch: HFArchitecture, markers: Optional[dict] = None):
+    """Greedy, stop at ``[eoc]``, never the markers that open a segment (the engine's defaults).  ``markers``:
+    the markers' ids in the exported tokenizer's own id space (a stock class with a Hugging Face tokenizer)."""
     from transformers import GenerationConfig
 
-    return GenerationConfig(eos_token_id=st.EOC_ID, pad_token_id=st.PAD_ID, do_sample=False,
-                            max_new_tokens=256, suppress_tokens=list(SUPPRESSED_IDS))
+    if markers is None:
+        eoc, pad, suppressed = st.EOC_ID, st.PAD_ID, list(SUPPRESSED_IDS)
+    else:
+        eoc = pad = markers[st.EOC]
+        suppressed = [markers[m] for m in (st.DESCR, st.PYTHON, st.SOS, st.MASK)]
+    return GenerationConfig(eos_token_id=eoc, pad_token_id=pad, do_sample=False, max_new_tokens=256,
+                            suppress_tokens=suppressed)
 
 
 def write_tokenizer(output: str, tokenizer_model: str, seq_length: int, decode_python: bool = True) -> None:
@@ -270,15 +288,39 @@ def write_tokenizer(output: str, tokenizer_model: str, seq_length: int, decode_p
         shutil.copyfile(module.__file__, os.path.join(output, os.path.basename(module.__file__)))
 
 
+def write_hf_tokenizer(output: str, tokenizer, seq_length: int, markers: Optional[dict] = None) -> None:
+    """A Hugging Face tokenizer's files: with ``markers`` (a stock class) the tokenizer's own id space with the
+    markers added as special tokens at those ids; without, megatron_t2c's canonical id space (``T2CForCausalLM``,
+    whose table is in that space).  Either is a plain ``PreTrainedTokenizerFast`` (no remote code); decoding
+    gives the normalised text (``[new_line] [indent] ...``)."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    original = dict(tokenizer.hf_tokenizer_config or {})
+    specials = {k: original[k] for k in ("bos_token", "eos_token", "unk_token", "pad_token")
+                if isinstance(original.get(k), str)}
+    if markers is None:  # the canonical files (and the map's record), then transformers' own files over them
+        tokenizer.save(output)
+        backend = Tokenizer.from_file(os.path.join(output, "tokenizer.json"))
+        specials = {"eos_token": st.EOC}
+    else:
+        backend = Tokenizer.from_str(tokenizer.hf_tokenizer_json(markers))
+        specials.setdefault("eos_token", st.EOC)
+        specials.setdefault("pad_token", st.EOC)
+    fast = PreTrainedTokenizerFast(tokenizer_object=backend, model_max_length=seq_length,
+                                   additional_special_tokens=list(MARKERS), **specials)
+    fast.save_pretrained(output)
+
+
 def export_to_hf(checkpoint: str, output: str, *, model_class: str = "auto", dtype: Optional[str] = None,
                  tokenizer_model: Optional[str] = None, overwrite: bool = False,
                  max_shard_size: Union[int, str] = DEFAULT_MAX_SHARD_SIZE, eval_dir: Optional[str] = None,
                  decode_python: bool = True) -> ExportSummary:
     """Write a Hugging Face directory for the megatron_t2c checkpoint at ``checkpoint`` (any TP/PP).
 
-    ``model_class``: ``auto`` (stock GPT-2 when it computes this model exactly, else ``t2c``), ``gpt2`` or
-    ``t2c``.  ``dtype``: ``float32``/``bfloat16``/``float16``, or None to keep the checkpoint's.
-    ``tokenizer_model``: default the checkpoint's own ``tokenizer.model``.  ``max_shard_size``: above it the
+    ``model_class``: ``auto`` (the stock class that computes this model exactly, else ``t2c``), ``stock``,
+    ``gpt2``, ``gpt_neo`` or ``t2c``.  ``dtype``: ``float32``/``bfloat16``/``float16``, or None to keep the checkpoint's.
+    ``tokenizer_model``: default the checkpoint's own tokenizer.  ``max_shard_size``: above it the
     weights are sharded with an index (``save_pretrained``'s semantics).  ``eval_dir``: the run's evaluation
     results for the model card (default: discovered from the pipeline's run-directory layout, see
     :mod:`.model_card`).  ``decode_python=False``: the tokenizer decodes to the normalised text by default.
@@ -286,22 +328,31 @@ def export_to_hf(checkpoint: str, output: str, *, model_class: str = "auto", dty
     start = time.perf_counter()
     reader = MegatronTensors(checkpoint)
     arch = HFArchitecture.from_run_info(reader.info)
-    if model_class not in ("auto", "gpt2", "t2c"):
-        raise ConversionError(f"unknown model class {model_class!r} (auto, gpt2, t2c)")
-    target = ("gpt2" if arch.stock_gpt2 else "t2c") if model_class == "auto" else model_class
-    if target == "gpt2" and not arch.stock_gpt2:
-        raise ConversionError("this model is not a stock GPT-2 (separation, RoPE or a prefix-LM): export it "
-                              "with --model-class t2c (or auto)")
+    if model_class not in ("auto", "stock", *STOCK_CLASSES, "t2c"):
+        raise ConversionError(f"unknown model class {model_class!r} (auto, stock, gpt2, gpt_neo, t2c)")
+    stock = arch.stock_target
+    target = (stock or "t2c") if model_class == "auto" else stock if model_class == "stock" else model_class
+    if target is None or (target in STOCK_CLASSES and target != stock):
+        raise ConversionError(f"this model is not a stock {STOCK_CLASSES.get(model_class, 'GPT-2 or GPT-Neo')} "
+                              "(separation, RoPE, a prefix-LM, or other attention): export it with --model-class "
+                              f"{stock or 't2c'} (or auto)")
     _check_checkpoint(reader, arch)
-    tokenizer_model = tokenizer_model or os.path.join(reader.path, "tokenizer.model")
-    if not os.path.isfile(tokenizer_model):
-        raise ConversionError(f"missing file: {tokenizer_model} (the checkpoint stores no tokenizer: pass "
-                              "--tokenizer-model)")
-    check_tokenizer(tokenizer_model, arch.vocab_size)
+    if tokenizer_model is None:
+        from megatron_t2c.training.checkpointing import tokenizer_path
+
+        try:
+            tokenizer_model = tokenizer_path(reader.path)
+        except CheckpointError as exc:
+            raise ConversionError(f"missing file: the checkpoint's tokenizer ({exc}): pass --tokenizer-model") from exc
+    tokenizer = check_tokenizer(tokenizer_model, arch.vocab_size)
+    hf_tokenizer = is_hf_tokenizer(tokenizer)
+    table_index = markers = None
+    if hf_tokenizer and target != "t2c":
+        table_index, markers = export_index(tokenizer, arch.vocab_size)
     out_dtype = getattr(torch, dtype) if dtype else None
     stage = _prepare_output(output, overwrite)
 
-    plan = _export_plan(reader, arch, target, out_dtype)
+    plan = _export_plan(reader, arch, target, out_dtype, table_index)
     meta = [item for emit in plan for item in emit(reader.meta)]
     model_dtype = out_dtype or meta[0][1].dtype
 
@@ -310,16 +361,23 @@ def export_to_hf(checkpoint: str, output: str, *, model_class: str = "auto", dty
             yield from emit(reader.load)
 
     size, weight_files = write_model_weights(stage, meta, stream(), max_shard_size, {"format": "pt"})
-    config = arch.hf_config(target, model_dtype, reader.info)
+    if markers is not None:
+        config = arch.hf_config(target, model_dtype, reader.info, vocab_size=len(table_index),
+                                eos_token_id=markers[st.EOC], pad_token_id=markers[st.EOC])
+    else:
+        config = arch.hf_config(target, model_dtype, reader.info)
     config.save_pretrained(stage)
 
-    generation_config(arch).save_pretrained(stage)
-    write_tokenizer(stage, tokenizer_model, arch.seq_length, decode_python=decode_python)
+    generation_config(arch, markers).save_pretrained(stage)
+    if hf_tokenizer:
+        write_hf_tokenizer(stage, tokenizer, arch.seq_length, markers)
+    else:
+        write_tokenizer(stage, tokenizer_model, arch.seq_length, decode_python=decode_python)
     if target == "t2c":
         _copy_sources(stage, _REMOTE_MODEL_FILES)
         _copy_shipped_modules(stage)
-    summary = ExportSummary(checkpoint=reader.path, output=output, model_class="GPT2LMHeadModel"
-                            if target == "gpt2" else "T2CForCausalLM", remote_code=target == "t2c",
+    summary = ExportSummary(checkpoint=reader.path, output=output,
+                            model_class=STOCK_CLASSES.get(target, "T2CForCausalLM"), remote_code=target == "t2c",
                             tensors=len(meta), bytes=size, seconds=0.0, weight_files=weight_files,
                             parameters=sum(t.numel() for _, t in meta))
     from megatron_t2c.hf.model_card import write_model_card

@@ -1,9 +1,11 @@
-"""Import: a Hugging Face GPT-2 or exported ``T2CForCausalLM`` directory to a megatron_t2c checkpoint.
+"""Import: a Hugging Face GPT-2, GPT-Neo or exported ``T2CForCausalLM`` directory to a megatron_t2c checkpoint.
 
 The inverse mapping (:mod:`.weight_map`) into a TP=1/PP=1 :class:`~megatron_t2c.models.gpt.T2CGPTModel`,
 saved with :func:`~megatron_t2c.training.checkpointing.save_checkpoint`.  Checkpoints are TP/PP-agnostic,
 so any requested TP/PP is validated against the architecture, recorded in the run info
-(``config.target_parallel``) and the checkpoint loads at that size.
+(``config.target_parallel``) and the checkpoint loads at that size.  A stock model with its own Hugging Face
+tokenizer gets the markers as special tokens and one embedding row each (:mod:`.vocab_map`); the tokenizer
+is stored with the checkpoint, so MRPT starts from it with ``--init-from`` alone.
 """
 
 from __future__ import annotations
@@ -11,26 +13,35 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from typing import Iterator, Optional
 
 import torch
 
 from megatron_t2c.hf.architecture import ConversionError, HFArchitecture, check_tokenizer
-from megatron_t2c.hf.safetensors_files import SafetensorsReader
-from megatron_t2c.hf.weight_map import FINAL, LAYER, POSITIONS, TABLE, interleave_qkv
+from megatron_t2c.hf.safetensors_files import SafetensorsReader, open_hf_weights
+from megatron_t2c.hf.vocab_map import MARKERS, import_table, is_hf_tokenizer
+from megatron_t2c.tokenizer.huggingface import OFFSET
+from megatron_t2c.hf.weight_map import FINAL, POSITIONS, TABLE, interleave_qkv, layer_rows
+
+#: Files that make a directory a Hugging Face tokenizer.
+HF_TOKENIZER_FILES = ("tokenizer.json", "vocab.json")
 
 
 def _hf_to_megatron(tensors: SafetensorsReader, arch: HFArchitecture,
                     target: str) -> Iterator[tuple[str, torch.Tensor]]:
     """``(megatron module name at TP=1, tensor)`` for every parameter but the table; see :func:`_hf_table`."""
-    gpt2 = target == "gpt2"
     if arch.position_embedding_type == "learned_absolute":
         yield POSITIONS, tensors.get("transformer.wpe.weight")
     for i in range(arch.num_layers):
-        for row in LAYER:
-            t = tensors.get(f"transformer.h.{i}.{row.gpt2 if gpt2 else row.t2c}")
-            if gpt2 and t.dim() == 2:
-                t = t.t()
+        for row in layer_rows(arch.qkv_bias):
+            name = row.hf_name(target)
+            if target == "gpt_neo" and row.qkv:
+                t = torch.cat([tensors.get(f"transformer.h.{i}.{name.format(p)}") for p in "qkv"])
+            else:
+                t = tensors.get(f"transformer.h.{i}.{name}")
+            if target == "gpt2" and t.dim() == 2:
+                t = t.t()  # GPT-2's Conv1D stores [in, out]
             if row.qkv:
                 t = interleave_qkv(t, arch.num_attention_heads, arch.num_query_groups, arch.head_dim)
             yield f"decoder.layers.{i}.{row.module}", t.contiguous()
@@ -44,6 +55,18 @@ def _hf_table(tensors: SafetensorsReader, arch: HFArchitecture) -> tuple[torch.T
     if "lm_head.weight" in tensors and not torch.equal(tensors.get("lm_head.weight"), base):
         raise ConversionError("unsupported: the output layer (lm_head) is not tied to the input embedding")
     return base, code
+
+
+def _find_tokenizer(hf_dir: str) -> str:
+    """The tokenizer of a Hugging Face directory: megatron_t2c's ``tokenizer.model``, else the directory itself
+    when it holds a Hugging Face tokenizer."""
+    sentencepiece = os.path.join(hf_dir, "tokenizer.model")
+    if os.path.isfile(sentencepiece):
+        return sentencepiece
+    if any(os.path.isfile(os.path.join(hf_dir, f)) for f in HF_TOKENIZER_FILES):
+        return hf_dir
+    raise ConversionError(f"no tokenizer in {hf_dir}: neither tokenizer.model (megatron_t2c SentencePiece) nor "
+                          "tokenizer.json / vocab.json + merges.txt (Hugging Face): pass --tokenizer-model")
 
 
 @contextlib.contextmanager
@@ -81,15 +104,13 @@ def import_from_hf(hf_dir: str, output: str, *, tensor_model_parallel_size: int 
                    pipeline_model_parallel_size: int = 1, tokenizer_model: Optional[str] = None,
                    sample_format: Optional[str] = None, objective: Optional[str] = None,
                    iteration: int = 0) -> str:
-    """A megatron_t2c checkpoint (run directory ``output``) from a Hugging Face GPT-2 / T2C directory.
+    """A megatron_t2c checkpoint (run directory ``output``) from a Hugging Face GPT-2 / GPT-Neo / T2C directory.
 
-    The checkpoint is written from one TP=1/PP=1 process and loads at any TP/PP (dist checkpoints reshard);
+    ``tokenizer_model`` defaults to the directory's own tokenizer (``tokenizer.model``, else its Hugging Face
+    tokenizer files).  The checkpoint is written from one TP=1/PP=1 process and loads at any TP/PP (dist checkpoints reshard);
     the requested sizes are checked against the architecture and recorded in the run info.  Returns the
     iteration directory.
     """
-    from megatron_t2c.training.checkpointing import make_run_info, save_checkpoint
-    from megatron_t2c.models.gpt import build_model, make_layout
-
     config_path = os.path.join(hf_dir, "config.json")
     if not os.path.isfile(config_path):
         raise ConversionError(f"missing file: {config_path} (not a Hugging Face model directory)")
@@ -97,17 +118,43 @@ def import_from_hf(hf_dir: str, output: str, *, tensor_model_parallel_size: int 
         hf_config = json.load(fh)
     arch, target = HFArchitecture.from_hf_config(hf_config, sample_format=sample_format, objective=objective)
     _check_parallel(arch, tensor_model_parallel_size, pipeline_model_parallel_size)
-    if tokenizer_model is None:
-        tokenizer_model = os.path.join(hf_dir, "tokenizer.model")
-        if not os.path.isfile(tokenizer_model):
-            found = [f for f in ("vocab.json", "merges.txt", "tokenizer.json")
-                     if os.path.exists(os.path.join(hf_dir, f))]
-            raise ConversionError(
-                f"unknown tokenizer: {hf_dir} has no tokenizer.model (a megatron_t2c SentencePiece model)"
-                + (f" but {', '.join(found)}" if found else "") + "; megatron_t2c needs its fixed special ids "
-                "([descr] [python] [eoc] ...): pass --tokenizer-model with a model of the same vocabulary")
-    check_tokenizer(tokenizer_model, arch.vocab_size)
-    tensors = SafetensorsReader(hf_dir)
+    tokenizer_model = tokenizer_model or _find_tokenizer(hf_dir)
+    tensors = open_hf_weights(hf_dir)
+    base, code = _hf_table(tensors, arch)
+    with tempfile.TemporaryDirectory(prefix="t2c-import-") as scratch:
+        if target != "t2c" and _is_hf_tokenizer_path(tokenizer_model):
+            tokenizer = _open_tokenizer(tokenizer_model)
+            base = import_table(base, tokenizer, hf_dir)  # markers in front, the original rows shifted
+            arch.vocab_size = base.shape[0]
+            tokenizer.save(os.path.join(scratch, "tokenizer"), model_rows=base.shape[0] - OFFSET)
+            tokenizer_model = os.path.join(scratch, "tokenizer")
+        elif base.shape[0] != arch.vocab_size:
+            raise ConversionError(f"transformer.wte.weight has {base.shape[0]} rows, config.json says vocab_size "
+                                  f"{arch.vocab_size}")
+        tokenizer = check_tokenizer(tokenizer_model, arch.vocab_size)
+        return _write_checkpoint(tensors, arch, target, base, code, tokenizer_model, tokenizer, output, iteration,
+                                 hf_dir, hf_config["model_type"],
+                                 (tensor_model_parallel_size, pipeline_model_parallel_size))
+
+
+def _is_hf_tokenizer_path(path: str) -> bool:
+    return os.path.isdir(path)
+
+
+def _open_tokenizer(path: str):
+    from megatron_t2c.tokenizer.loading import open_tokenizer
+
+    try:
+        return open_tokenizer(path)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise ConversionError(f"{path}: not a tokenizer megatron_t2c reads: {exc}") from exc
+
+
+def _write_checkpoint(tensors, arch, target, base, code, tokenizer_model, tokenizer, output, iteration, hf_dir,
+                      model_type, parallel) -> str:
+    from megatron_t2c.models.gpt import build_model, make_layout
+    from megatron_t2c.training.checkpointing import make_run_info, save_checkpoint
+
     model_config = arch.model
     with single_rank():
         layout = make_layout(model_config, arch.separated_ids, arch.vocab_size)
@@ -115,21 +162,21 @@ def import_from_hf(hf_dir: str, output: str, *, tensor_model_parallel_size: int 
             hidden_dropout=0.0, attention_dropout=0.0, perform_initialization=False))  # all overwritten
         params, copied = dict(model.named_parameters()), set()
         with torch.no_grad():
-            base, code = _hf_table(tensors, arch)
             _copy_param(params, TABLE, layout.to_local(base, code, 0), copied)
-            del base, code
             for name, t in _hf_to_megatron(tensors, arch, target):
                 _copy_param(params, name, t, copied)
         left = sorted(set(params) - copied)
         if left:
             raise ConversionError(f"parameters without a Hugging Face source: {', '.join(left)}")
+        config = {"converted_from": os.path.abspath(hf_dir), "hf_model_type": model_type,
+                  "target_parallel": {"tensor_model_parallel_size": parallel[0],
+                                      "pipeline_model_parallel_size": parallel[1]}}
+        if is_hf_tokenizer(tokenizer) and target != "t2c":
+            config["hf_vocabulary"] = {"offset": OFFSET, "rows": arch.vocab_size - OFFSET,
+                                       "markers_added": [m for m in MARKERS if m not in tokenizer.marker_hf_ids]}
         info = make_run_info(model_config=model_config, vocab_size=arch.vocab_size, separation=arch.separation,
                              separated=arch.separated_ids, tokenizer_model=tokenizer_model,
-                             fmt=arch.sample_format, objective=arch.objective, stage="imported",
-                             config={"converted_from": os.path.abspath(hf_dir),
-                                     "hf_model_type": hf_config["model_type"],
-                                     "target_parallel": {"tensor_model_parallel_size": tensor_model_parallel_size,
-                                                         "pipeline_model_parallel_size": pipeline_model_parallel_size}})
+                             fmt=arch.sample_format, objective=arch.objective, stage="imported", config=config)
         return save_checkpoint(output, iteration, [model], None, None, progress={}, run_info=info,
                                tokenizer_model=tokenizer_model)
 

@@ -1,4 +1,5 @@
-"""Reading and writing ``.safetensors`` files one tensor at a time (the peak memory of a conversion)."""
+"""Reading and writing ``.safetensors`` files one tensor at a time (the peak memory of a conversion); reading
+PyTorch ``pytorch_model.bin`` weights too (:func:`open_hf_weights`)."""
 
 from __future__ import annotations
 
@@ -127,8 +128,8 @@ class SafetensorsReader:
         elif os.path.isfile(os.path.join(directory, SAFETENSORS_FILE)):
             files = [SAFETENSORS_FILE]
         else:
-            raise ConversionError(f"missing file: {directory} holds no {SAFETENSORS_FILE} (nor an index); "
-                                  "save the model with save_pretrained(safe_serialization=True)")
+            raise ConversionError(f"missing file: {directory} holds no {SAFETENSORS_FILE} (nor an index, nor "
+                                  f"{TORCH_FILE}); save the model with save_pretrained()")
         self._where: dict[str, tuple[str, int, dict]] = {}
         for name in files:
             path = os.path.join(directory, name)
@@ -138,13 +139,20 @@ class SafetensorsReader:
             header.pop("__metadata__", None)
             self._where.update({key: (path, 8 + size, entry) for key, entry in header.items()})
 
+    def _name(self, key: str) -> str:
+        """``key``, or its form without the ``transformer.`` prefix (the hub's original GPT-2 files)."""
+        if key not in self._where and key.startswith("transformer.") and key[12:] in self._where:
+            return key[12:]
+        return key
+
     def __contains__(self, key):
-        return key in self._where
+        return self._name(key) in self._where
 
     def keys(self):
         return self._where.keys()
 
     def get(self, key: str) -> torch.Tensor:
+        key = self._name(key)
         if key not in self._where:
             raise ConversionError(f"missing tensor {key} in the Hugging Face weights")
         path, base, entry = self._where[key]
@@ -161,3 +169,43 @@ class SafetensorsReader:
             if fh.readinto(memoryview(buffer)) != buffer.nbytes:
                 raise ConversionError(f"{path} is truncated ({key})")
         return tensor
+
+
+TORCH_FILE = "pytorch_model.bin"
+TORCH_INDEX_FILE = "pytorch_model.bin.index.json"
+
+
+class TorchWeightsReader(SafetensorsReader):
+    """The tensors of a directory's PyTorch weights (``pytorch_model.bin``, or shards with an index), loaded
+    with ``torch.load(weights_only=True, mmap=True)``: tensors only, no pickled code runs, pages read on use."""
+
+    def __init__(self, directory: str):
+        index = os.path.join(directory, TORCH_INDEX_FILE)
+        if os.path.isfile(index):
+            with open(index, encoding="utf-8") as fh:
+                files = sorted(set(json.load(fh)["weight_map"].values()))
+        else:
+            files = [TORCH_FILE]
+        self._where = {}
+        for name in files:
+            path = os.path.join(directory, name)
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as exc:  # noqa: BLE001 - a damaged or non-tensor file
+                raise ConversionError(f"{path}: not PyTorch weights torch.load reads safely: {exc}") from exc
+            self._where.update(state)
+
+    def get(self, key: str) -> torch.Tensor:
+        key = self._name(key)
+        if key not in self._where:
+            raise ConversionError(f"missing tensor {key} in the Hugging Face weights")
+        return self._where[key].clone()
+
+
+def open_hf_weights(directory: str) -> SafetensorsReader:
+    """A reader of a Hugging Face directory's weights: safetensors when present, else PyTorch's."""
+    if not os.path.isfile(os.path.join(directory, INDEX_FILE)) and not os.path.isfile(
+            os.path.join(directory, SAFETENSORS_FILE)) and (
+            os.path.isfile(os.path.join(directory, TORCH_FILE)) or os.path.isfile(os.path.join(directory, TORCH_INDEX_FILE))):
+        return TorchWeightsReader(directory)
+    return SafetensorsReader(directory)

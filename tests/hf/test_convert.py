@@ -410,14 +410,14 @@ def test_clear_errors(artefacts, exported, tmp_path, tokenizer):
     export_to_hf(str(bare), str(tmp_path / "out"), tokenizer_model=tokenizer)  # ... unless given
     with pytest.raises(ConversionError, match="not empty"):
         export_to_hf(str(bare), str(tmp_path / "out"), tokenizer_model=tokenizer)
-    with pytest.raises(ConversionError, match="not a stock GPT-2"):
+    with pytest.raises(ConversionError, match="not a stock GPT2LMHeadModel"):
         export_to_hf(str(artefacts / "tp2-partial"), str(tmp_path / "o2"), model_class="gpt2")
     # unknown architectures
     hf = tmp_path / "hf"
     shutil.copytree(exported["tp2-none"][0], hf)
     config = json.loads((hf / "config.json").read_text())
     for change, message in (({"model_type": "bert"}, "unknown architecture: model_type 'bert'"),
-                            ({"activation_function": "gelu_new"}, "activation_function 'gelu_new'"),
+                            ({"activation_function": "mish"}, "unsupported activation activation_function='mish'"),
                             ({"tie_word_embeddings": False}, "tie_word_embeddings")):
         (hf / "config.json").write_text(json.dumps({**config, **change}))
         with pytest.raises(ConversionError, match=message):
@@ -426,8 +426,9 @@ def test_clear_errors(artefacts, exported, tmp_path, tokenizer):
     with pytest.raises(ConversionError, match="split over TP=3"):
         import_from_hf(str(hf), str(tmp_path / "ck"), tensor_model_parallel_size=3)
     (hf / "tokenizer.model").unlink()
-    (hf / "vocab.json").write_text("{}")
-    with pytest.raises(ConversionError, match="unknown tokenizer.*vocab.json"):
+    (hf / "tokenizer.json").unlink()
+    (hf / "vocab.json").write_text("{}")  # half a GPT-2 tokenizer (no merges.txt)
+    with pytest.raises(ConversionError, match="not a tokenizer megatron_t2c reads"):
         import_from_hf(str(hf), str(tmp_path / "ck"))
     (hf / "model.safetensors").unlink()
     with pytest.raises(ConversionError, match="missing file.*model.safetensors"):
