@@ -50,9 +50,12 @@ stage "extract functions" "$RUN_DIR/data/functions.jsonl" \
   "$PYTHON" "$REPO/tools/extract_functions.py" ${CORPUS:-} --output "$RUN_DIR/data/functions.jsonl" \
   --report "$RUN_DIR/data/extract_report.json"
 data="$RUN_DIR/data/${FORMAT}_text_code"
+context="$("$PYTHON" -c 'import sys; from megatron_t2c.training.checkpointing import read_run_info
+print(read_run_info(sys.argv[1])["architecture"]["seq_length"])' "$imported")"
 stage "preprocess with $HF_DIR's tokenizer" "$data.idx" \
   "$PYTHON" "$REPO/tools/preprocess_data.py" --input "$RUN_DIR/data/functions.jsonl" --tokenizer-model "$HF_DIR" \
-  --output-prefix "$data" --format "$FORMAT" --include text-code --summary "$data.summary.json"
+  --output-prefix "$data" --format "$FORMAT" --include text-code --max-seq-length "${SEQ_LENGTH:-$context}" \
+  --summary "$data.summary.json"
 
 if [ -n "${TRAIN_ITERS:-}" ]; then budget=(--train-iters "$TRAIN_ITERS"); else budget=(--epochs "${EPOCHS:-5}"); fi
 seq_args=(); [ -n "${SEQ_LENGTH:-}" ] && seq_args=(--seq-length "$SEQ_LENGTH")

@@ -101,3 +101,30 @@ def test_launchers_default_to_the_paper_budgets(env):
         assert [_flag(mrpt, f) for f in ("--epochs", "--global-batch-size", "--seq-length")] == [epochs, "1024", "1024"]
     mrpt = _dry(["examples/mrpt.sh", "code", "partial"], env, EPOCHS="3", GLOBAL_BATCH="64")
     assert (_flag(mrpt, "--epochs"), _flag(mrpt, "--global-batch-size")) == ("3", "64")
+
+
+def test_mrpt_from_hf_recipe(env, tmp_path):
+    """examples/mrpt_from_hf.sh on a tiny random GPT-Neo with its own BPE: import (verified) -> data with that
+    tokenizer -> MRPT without restating architecture or tokenizer -> HumanEval -> stock export (verified)."""
+    import hf.test_public_backbones as backbones
+    from helpers.hf_tokenizers import tiny_hf_tokenizer
+
+    backbones.SEQ = 256  # room for whole stdlib functions
+    hf_dir = backbones._backbone("gpt_neo", tmp_path / "neo", tiny_hf_tokenizer(800, "pycodegpt"))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    import json as json_module
+    import shlex
+    import textwrap
+    for module in (textwrap, shlex, json_module.decoder, json_module.encoder):
+        (corpus / Path(module.__file__).name).write_text(Path(module.__file__).read_text())
+    out = _run(["bash", "examples/mrpt_from_hf.sh", str(hf_dir), "code", "none"], env, EXTRA_ARGS="",
+               RUN_DIR=str(tmp_path / "run"), CORPUS=str(corpus), TRAIN_ITERS="2", GLOBAL_BATCH="2",
+               MICRO_BATCH="2", LIMIT="1", MAX_NEW_TOKENS="8", T2C_MBPP=str(tmp_path / "no-mbpp.jsonl"))
+    run = tmp_path / "run"
+    assert json.loads((run / "import_verify.json").read_text())["ok"]
+    assert _steps(run) == [1, 2]
+    assert json.loads((run / "eval" / "humaneval.summary.json").read_text())
+    assert json.loads((run / "hf" / "config.json").read_text())["architectures"] == ["GPTNeoForCausalLM"]
+    assert json.loads((run / "export_verify.json").read_text())["ok"]
+    assert "== done" in out
