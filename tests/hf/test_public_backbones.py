@@ -351,3 +351,28 @@ def test_bad_input_gets_one_line_errors(backbones, bpe, tmp_path):
         import_from_hf(str(marked), str(tmp_path / "c3"))
     for error in ("c1", "c2", "c3"):
         assert not (tmp_path / error / "latest_checkpointed_iteration.txt").exists()
+
+
+def test_pycodegpt_trained_here_exports_as_stock_gpt_neo(tmp_path):
+    """MAPT from scratch with the pycodegpt-100m preset and an import give the same class: GPT-Neo."""
+    from helpers.t2c_data import tiny_tokenizer
+
+    from megatron_t2c.hf.import_hf import single_rank
+    from megatron_t2c.models.config import ModelConfig
+    from megatron_t2c.models.gpt import build_model, make_layout
+    from megatron_t2c.training.checkpointing import make_run_info, save_checkpoint
+
+    tokenizer = str(tiny_tokenizer(vocab_size=400))
+    config = ModelConfig(preset="pycodegpt-100m", num_layers=2, hidden_size=32, num_attention_heads=4,
+                         seq_length=SEQ, hidden_dropout=0.0, attention_dropout=0.0, make_vocab_size_divisible_by=64)
+    with single_rank():
+        model = build_model(config, make_layout(config, [], 400))
+        info = make_run_info(model_config=config, vocab_size=400, separation="none", separated=[],
+                             tokenizer_model=tokenizer, fmt=FMT, objective="text-code", stage="mapt")
+        ckpt = save_checkpoint(str(tmp_path / "mapt"), 1, [model], None, None, progress={}, run_info=info,
+                               tokenizer_model=tokenizer)
+    summary = export_to_hf(ckpt, str(tmp_path / "hf"))
+    assert summary.model_class == "GPTNeoForCausalLM" and not summary.remote_code
+    config = json.loads((tmp_path / "hf" / "config.json").read_text())
+    assert config["attention_layers"] == ["global", "local"] and config["window_size"] == 256
+    assert verify(ckpt, str(tmp_path / "hf")).ok
