@@ -319,7 +319,8 @@ def export_to_hf(checkpoint: str, output: str, *, model_class: str = "auto", dty
     """Write a Hugging Face directory for the megatron_t2c checkpoint at ``checkpoint`` (any TP/PP).
 
     ``model_class``: ``auto`` (the stock class that computes this model exactly, else ``t2c``), ``stock``,
-    ``gpt2``, ``gpt_neo`` or ``t2c``.  ``dtype``: ``float32``/``bfloat16``/``float16``, or None to keep the checkpoint's.
+    ``gpt2``, ``gpt_neo`` or ``t2c``.  ``dtype``: ``float32``/``bfloat16``/``float16``, or None to keep the
+    checkpoint's.
     ``tokenizer_model``: default the checkpoint's own tokenizer.  ``max_shard_size``: above it the
     weights are sharded with an index (``save_pretrained``'s semantics).  ``eval_dir``: the run's evaluation
     results for the model card (default: discovered from the pipeline's run-directory layout, see

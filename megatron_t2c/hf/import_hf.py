@@ -107,9 +107,10 @@ def import_from_hf(hf_dir: str, output: str, *, tensor_model_parallel_size: int 
     """A megatron_t2c checkpoint (run directory ``output``) from a Hugging Face GPT-2 / GPT-Neo / T2C directory.
 
     ``tokenizer_model`` defaults to the directory's own tokenizer (``tokenizer.model``, else its Hugging Face
-    tokenizer files).  The checkpoint is written from one TP=1/PP=1 process and loads at any TP/PP (dist checkpoints reshard);
-    the requested sizes are checked against the architecture and recorded in the run info.  Returns the
-    iteration directory.
+    tokenizer files; a Hugging Face tokenizer of a stock model gains the markers, see :mod:`.vocab_map`).  The
+    checkpoint is written from one TP=1/PP=1 process and loads at any TP/PP (dist checkpoints reshard); the
+    requested sizes are checked against the architecture and recorded in the run info.  Returns the iteration
+    directory.
     """
     config_path = os.path.join(hf_dir, "config.json")
     if not os.path.isfile(config_path):
@@ -122,7 +123,7 @@ def import_from_hf(hf_dir: str, output: str, *, tensor_model_parallel_size: int 
     tensors = open_hf_weights(hf_dir)
     base, code = _hf_table(tensors, arch)
     with tempfile.TemporaryDirectory(prefix="t2c-import-") as scratch:
-        if target != "t2c" and _is_hf_tokenizer_path(tokenizer_model):
+        if target != "t2c" and os.path.isdir(tokenizer_model):  # a Hugging Face tokenizer: its own ids
             tokenizer = _open_tokenizer(tokenizer_model)
             base = import_table(base, tokenizer, hf_dir)  # markers in front, the original rows shifted
             arch.vocab_size = base.shape[0]
@@ -135,10 +136,6 @@ def import_from_hf(hf_dir: str, output: str, *, tensor_model_parallel_size: int 
         return _write_checkpoint(tensors, arch, target, base, code, tokenizer_model, tokenizer, output, iteration,
                                  hf_dir, hf_config["model_type"],
                                  (tensor_model_parallel_size, pipeline_model_parallel_size))
-
-
-def _is_hf_tokenizer_path(path: str) -> bool:
-    return os.path.isdir(path)
 
 
 def _open_tokenizer(path: str):

@@ -102,21 +102,29 @@ def _eval_table(results: list[tuple[str, str, dict]]) -> list[str]:
     return lines
 
 
-def usage_snippet(model_dir: str, fmt: str, remote_code: bool, max_new_tokens: int) -> str:
-    """Python that loads the export and writes a function (through ``pipeline("text-generation")``)."""
+def usage_snippet(model_dir: str, fmt: str, remote_code: bool, max_new_tokens: int, hf_tokenizer: bool = False) -> str:
+    """Python that loads the export and writes a function (through ``pipeline("text-generation")``).
+    ``hf_tokenizer``: the export carries a backbone's Hugging Face tokenizer, which decodes the normalised text."""
     prompt = ('f"[sos] {signature} [descr] {description} [python]"' if fmt == "pycodegpt"
               else 'f"[descr] {description} [python] {signature}"')
+    if hf_tokenizer:
+        load = ("tokenizer = AutoTokenizer.from_pretrained(model_dir)  # the backbone's tokenizer + the markers\n"
+                "# (it decodes the normalised text; megatron_t2c.mrpt.normalise.denormalise makes it Python source)")
+        shown = "print(signature + body)  # the function: [new_line] [indent] [dedent] mark its lines"
+    else:
+        load = "tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)  # decodes to Python source"
+        shown = "print(signature + body)  # the whole function, as Python source"
     return f'''from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 model_dir = {model_dir!r}
-tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=True)  # decodes to Python source
+{load}
 model = AutoModelForCausalLM.from_pretrained(model_dir{", trust_remote_code=True" if remote_code else ""})
 generate = pipeline("text-generation", model=model, tokenizer=tokenizer)
 
 description, signature = "Return the sum of a and b.", "def add(a, b):"
 prompt = {prompt}
 body = generate(prompt, return_full_text=False, max_new_tokens={max_new_tokens})[0]["generated_text"]
-print(signature + body)  # the whole function, as Python source
+{shown}
 '''
 
 
@@ -127,6 +135,12 @@ def model_card(model_dir: str, checkpoint: str, info: dict, arch, summary, eval_
     name = run_of[1] if run_of else os.path.basename(os.path.normpath(model_dir))
     fmt, objective, separation = info.get("format", "pangu"), info.get("objective", "?"), info.get("separation", "none")
     results = evaluation_results(eval_dir or discover_eval_dir(checkpoint))
+    hf_tokenizer = (info.get("tokenizer") or {}).get("kind") == "huggingface"
+    vocabulary = ("the backbone's Hugging Face tokenizer, the markers added as special tokens" if hf_tokenizer
+                  else "SentencePiece BPE, fixed marker ids")
+    decoding = ("the tokenizer decodes it as written (`megatron_t2c.mrpt.normalise.denormalise` gives Python)"
+                if hf_tokenizer else "the tokenizer decodes it to Python source (`decode(ids, raw=True)` keeps the "
+                "normalised text)")
     lines = ["---", "library_name: transformers", "pipeline_tag: text-generation", "tags:", "- code", "- python",
              "- text-to-code", "- megatron_t2c", "---", "", f"# {name}", "",
              f"A text-to-code GPT model trained with megatron_t2c ({info.get('stage', '?')} stage, iteration "
@@ -139,7 +153,7 @@ def model_card(model_dir: str, checkpoint: str, info: dict, arch, summary, eval_
              f"| layers / hidden / heads | {arch.num_layers} / {arch.hidden_size} / {arch.num_attention_heads} |",
              f"| MLP width | {arch.ffn_hidden_size} |",
              f"| positions | {arch.position_embedding_type}, context {arch.seq_length} tokens |",
-             f"| vocabulary | {arch.vocab_size} (SentencePiece BPE, fixed marker ids) |",
+             f"| vocabulary | {arch.vocab_size} ids in megatron_t2c ({vocabulary}) |",
              f"| weights | {summary.bytes:,} bytes in {', '.join(f'`{f}`' for f in summary.weight_files)} |",
              "", "## Separation and objective", "",
              f"- sample format: `{fmt}` (" + ("`[sos] signature [descr] docstring [python] body [eoc]`" if fmt ==
@@ -148,8 +162,7 @@ def model_card(model_dir: str, checkpoint: str, info: dict, arch, summary, eval_
              + (f" ({len(info.get('separated_ids') or [])} tokens with a code row)" if separation != "none" else ""),
              f"- objective: `{objective}`" + (" (the prompt prefix attends both ways)" if objective == "prefix-code"
                                                else ""),
-             "- code is written whitespace-normalised (`[new_line] [indent] [dedent]`); the tokenizer decodes it "
-             "to Python source (`decode(ids, raw=True)` keeps the normalised text)",
+             f"- code is written whitespace-normalised (`[new_line] [indent] [dedent]`); {decoding}",
              "", "## Data", ""]
     settings = _run_settings(run)
     shown = [(k, settings[k]) for k in _DATA_KEYS if settings.get(k) not in (None, "", [])]
@@ -164,7 +177,7 @@ def model_card(model_dir: str, checkpoint: str, info: dict, arch, summary, eval_
     else:
         lines.append("No evaluation results were found for this run.")
     max_new = max(8, min(128, arch.seq_length // 2))
-    lines += ["", "## Usage", "", "```python", usage_snippet(model_dir, fmt, summary.remote_code, max_new).rstrip(),
+    lines += ["", "## Usage", "", "```python", usage_snippet(model_dir, fmt, summary.remote_code, max_new, hf_tokenizer).rstrip(),
               "```", "", "Generation is greedy and stops at `[eoc]` (`generation_config.json`).  Serving stacks "
               "read `tokenizer.json` (same ids; raw normalised text on decode).", ""]
     return "\n".join(lines)

@@ -204,8 +204,9 @@ class TorchWeightsReader(SafetensorsReader):
 
 def open_hf_weights(directory: str) -> SafetensorsReader:
     """A reader of a Hugging Face directory's weights: safetensors when present, else PyTorch's."""
-    if not os.path.isfile(os.path.join(directory, INDEX_FILE)) and not os.path.isfile(
-            os.path.join(directory, SAFETENSORS_FILE)) and (
-            os.path.isfile(os.path.join(directory, TORCH_FILE)) or os.path.isfile(os.path.join(directory, TORCH_INDEX_FILE))):
+    def has(name: str) -> bool:
+        return os.path.isfile(os.path.join(directory, name))
+
+    if not (has(INDEX_FILE) or has(SAFETENSORS_FILE)) and (has(TORCH_FILE) or has(TORCH_INDEX_FILE)):
         return TorchWeightsReader(directory)
     return SafetensorsReader(directory)

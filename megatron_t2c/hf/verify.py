@@ -134,7 +134,8 @@ def verify(checkpoint: str, hf_dir: str, *, rows: int = 4, length: int = 48, tol
         dtype = model.embedding.word_embeddings.weight.dtype
         del model
     hf = AutoModelForCausalLM.from_pretrained(hf_dir, trust_remote_code=True, dtype=torch.float32).eval()
-    hf_tokens = tokens if mapping is None else torch.tensor([mapping[i] for i in tokens.flatten().tolist()]).view_as(tokens)
+    hf_tokens = tokens if mapping is None else torch.tensor(
+        [mapping[i] for i in tokens.flatten().tolist()]).view_as(tokens)
     with torch.no_grad():
         theirs = hf(input_ids=hf_tokens).logits.float()[..., theirs_ids]
     diff = float((ours - theirs).abs().max())

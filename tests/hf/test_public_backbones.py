@@ -220,6 +220,9 @@ def test_round_trip_keeps_every_original_weight(backbones, kind, tmp_path):
     assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == rows + MARKERS.index(st.EOC)
     result = verify(ckpt, str(out))  # now with the markers in the rows
     assert result.ok, str(result)
+    card = (out / "README.md").read_text()  # says which tokenizer it is, and its snippet runs
+    assert "the backbone's Hugging Face tokenizer" in card and "trust_remote_code" not in card
+    exec(card.split("```python\n")[1].split("```")[0], {})
     # and back again: nothing changes any more
     again = import_from_hf(str(out), str(tmp_path / "again"), sample_format=FMT)
     export_to_hf(again, str(tmp_path / "back2"))
