@@ -14,11 +14,8 @@ from __future__ import annotations
 import torch
 
 from megatron_t2c.hf.architecture import ConversionError
-from megatron_t2c.tokenizer.huggingface import OFFSET
 from megatron_t2c.mrpt import special_tokens as st
-
-#: The markers a Hugging Face tokenizer gains, in the order their rows are appended on export.
-MARKERS = st.FORMAT_MARKERS + st.WHITESPACE_MARKERS
+from megatron_t2c.tokenizer.huggingface import MARKERS, OFFSET  # MARKERS: in the order their rows are appended
 
 
 def is_hf_tokenizer(tokenizer) -> bool:

@@ -29,15 +29,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 
 from megatron_t2c.mrpt import special_tokens as st
-from megatron_t2c.mrpt.formats import Segment, sample_text
+from megatron_t2c.tokenizer.runtime_base import RuntimeTokenizerBase
 
 __all__ = ["HFTokenizerCore", "OFFSET", "MARKERS", "SIDECAR_FILE", "ORIGINAL_FILE", "is_hf_tokenizer_dir",
            "TokenizerLoadError"]
@@ -52,8 +51,6 @@ SIDECAR_FILE = "t2c_tokenizer.json"
 ORIGINAL_FILE = "hf_tokenizer.json"
 _CONFIG_FILES = ("tokenizer_config.json", "special_tokens_map.json")
 _CONFIG_KEYS = ("bos_token", "eos_token", "unk_token", "pad_token", "model_max_length")
-#: Format-marker text inside docstrings or code, which must stay text.
-_MARKER_TEXT = re.compile("|".join(re.escape(m) for m in st.FORMAT_MARKERS))
 _RESERVED = {st.PAD_ID: st.PAD, st.UNK_ID: st.UNK, st.BOS_ID: st.BOS, st.EOS_ID: st.EOS,
              **{st.IDS[c]: c for c in st.RAW_WHITESPACE}}
 _SUPPORTED_MODELS = ("BPE", "WordPiece", "WordLevel")
@@ -219,7 +216,7 @@ def _word_boundary_mark(data: dict) -> str:
     return ""
 
 
-class HFTokenizerCore:
+class HFTokenizerCore(RuntimeTokenizerBase):
     """A Hugging Face tokenizer directory with megatron_t2c's fixed special ids (see the module docstring);
     the same interface as :class:`~megatron_t2c.tokenizer.sentencepiece.T2CTokenizerCore`.
 
@@ -315,26 +312,6 @@ class HFTokenizerCore:
         piece = self._tok.id_to_token(token_id)
         return "" if piece is None else piece
 
-    # -- special ids -------------------------------------------------------------------------------
-    eod = property(lambda self: st.EOD_ID, doc="End of document: ``[eoc]``.")
-    pad = property(lambda self: st.PAD_ID, doc="Padding id 0 (no token: decodes to nothing).")
-    unk = property(lambda self: st.UNK_ID, doc="Id 1 (no token; never produced).")
-    bos = property(lambda self: st.BOS_ID, doc="Id 2 (no token; not used by the formats).")
-    eos = property(lambda self: st.EOS_ID, doc="Id 3 (no token; documents end with eod).")
-    mask = property(lambda self: st.MASK_ID, doc="``[MASK]`` for CORRUPT-CODE.")
-    descr = property(lambda self: st.DESCR_ID, doc="``[descr]``.")
-    python = property(lambda self: st.PYTHON_ID, doc="``[python]``.")
-    eoc = property(lambda self: st.EOC_ID, doc="``[eoc]``.")
-    sos = property(lambda self: st.SOS_ID, doc="``[sos]``.")
-    new_line = property(lambda self: st.NEW_LINE_ID, doc="``[new_line]``.")
-    indent = property(lambda self: st.INDENT_ID, doc="``[indent]``.")
-    dedent = property(lambda self: st.DEDENT_ID, doc="``[dedent]``.")
-
-    @property
-    def special_ids(self) -> dict[str, int]:
-        """Every special piece and its id (:data:`megatron_t2c.mrpt.special_tokens.IDS`)."""
-        return dict(st.IDS)
-
     # -- id maps -------------------------------------------------------------------------------------
     def to_hf_ids(self, ids) -> np.ndarray:
         """Internal ids -> hf ids (int64): ``id - OFFSET``; a marker -> its recorded hf id, or -1 when the HF
@@ -368,74 +345,6 @@ class HFTokenizerCore:
         top = OFFSET + self.hf_vocab_size
         kept = [i for i in ids if not (i in _RESERVED or i < 0 or i >= top)]
         return self._tok.decode(kept, skip_special_tokens=False)
-
-    def encode_text(self, text: str) -> list[int]:
-        """Encode text as text: format-marker text inside it never gives a format-marker id (cut after its
-        ``[``, as ``T2CTokenizerCore.encode_text`` does);
-        whitespace markers still give their ids."""
-        if "[" not in text or not _MARKER_TEXT.search(text):
-            return self.tokenize(text)
-        ids: list[int] = []
-        start = 0
-        for match in _MARKER_TEXT.finditer(text):
-            cut = match.start() + 1
-            ids += self.tokenize(text[start:cut])
-            start = cut
-        ids += self.tokenize(text[start:])
-        return ids
-
-    def encode_sample(self, segments: Sequence[Segment]) -> list[int]:
-        """Encode a format sample: marker segments as their ids, text segments as text (joined with single
-        spaces exactly as :func:`~megatron_t2c.mrpt.formats.sample_text`)."""
-        ids: list[int] = []
-        buffer: list[str] = []
-        first = True
-        for seg in segments:
-            if not seg.text:
-                continue
-            if not first:
-                buffer.append(" ")
-            first = False
-            if seg.is_marker:
-                if buffer:
-                    ids += self.encode_text("".join(buffer))
-                    buffer.clear()
-                ids.append(st.IDS[seg.text])
-            else:
-                buffer.append(seg.text)
-        if buffer:
-            ids += self.encode_text("".join(buffer))
-        return ids
-
-    def encode_samples(self, samples: Sequence[Sequence[Segment]]) -> list[np.ndarray]:
-        """Encode many samples at once; int32 arrays, one per sample."""
-        tokens, lengths = self.encode_samples_flat(samples)
-        return np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
-
-    def encode_samples_flat(self, samples: Sequence[Sequence[Segment]]) -> tuple[np.ndarray, np.ndarray]:
-        """Encode many samples: all ids in a row (int32) and each one's length (int64); the ids of
-        :meth:`encode_sample` on each (samples without marker text inside are encoded in one batch)."""
-        careful: dict[int, list[int]] = {}
-        batch: list[str] = []
-        for i, segments in enumerate(samples):
-            if any(not seg.is_marker and "[" in seg.text and _MARKER_TEXT.search(seg.text) for seg in segments):
-                careful[i] = self.encode_sample(segments)
-            else:
-                batch.append(sample_text(segments))
-        tokens, lengths = self.encode_batch_flat(batch)
-        if not careful:
-            return tokens, lengths
-        parts = np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
-        rows, fast = [], iter(parts)
-        for i in range(len(samples)):
-            rows.append(np.asarray(careful[i], dtype=np.int32) if i in careful else next(fast))
-        return (np.concatenate(rows).astype(np.int32, copy=False),
-                np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)))
-
-    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        """``tokenize`` of many texts as int32 arrays, one per text."""
-        tokens, lengths = self.encode_batch_flat(texts)
-        return np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
     def encode_batch_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """``tokenize`` of many texts: all ids in a row (int32) and each text's length (int64)."""

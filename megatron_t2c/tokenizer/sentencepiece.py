@@ -29,25 +29,22 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections import OrderedDict
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 import numpy as np
 import sentencepiece as spm
 
 from megatron_t2c.mrpt import special_tokens as st
-from megatron_t2c.mrpt.formats import Segment, sample_text
+from megatron_t2c.tokenizer.runtime_base import RuntimeTokenizerBase
 
 __all__ = ["T2CTokenizerCore", "check_special_ids", "load_tokenizer"]
 
 #: SentencePiece's escaped space; a literal one in text is written as byte pieces.
 _SPACE_MARK = "\u2581"
 _SPACE_MARK_BYTES = tuple(f"<0x{b:02X}>" for b in _SPACE_MARK.encode("utf-8"))
-#: Format-marker text (``[eoc]`` ...) inside docstrings or code, which must stay text.
-_MARKER_TEXT = re.compile("|".join(re.escape(m) for m in st.FORMAT_MARKERS))
 _BPE = 2  # sentencepiece_model.proto's TrainerSpec.ModelType
 #: Piece types the special pieces must have (sentencepiece_model.proto's ModelProto.SentencePiece.Type).
 _UNKNOWN, _CONTROL, _USER_DEFINED = 2, 3, 4
@@ -134,7 +131,7 @@ def _ensure(array: np.ndarray, size: int) -> np.ndarray:
     return grown
 
 
-class T2CTokenizerCore:
+class T2CTokenizerCore(RuntimeTokenizerBase):
     """A trained model with the fixed special ids; megatron-core's datasets take it through
     :class:`~megatron_t2c.tokenizer.megatron.MegatronTokenizerAdapter` (this class on megatron's base class).
 
@@ -217,26 +214,6 @@ class T2CTokenizerCore:
         """Not a chat model."""
         raise NotImplementedError(f"{type(self).__name__} has no chat template")
 
-    # -- special ids -----------------------------------------------------------------------------
-    eod = property(lambda self: st.EOD_ID, doc="End of document: ``[eoc]``.")
-    pad = property(lambda self: st.PAD_ID, doc="``<pad>``.")
-    unk = property(lambda self: st.UNK_ID, doc="``<unk>`` (never produced: byte fallback).")
-    bos = property(lambda self: st.BOS_ID, doc="``<s>`` (not used by the formats).")
-    eos = property(lambda self: st.EOS_ID, doc="``</s>`` (not used by the formats; documents end with eod).")
-    mask = property(lambda self: st.MASK_ID, doc="``[MASK]`` for CORRUPT-CODE.")
-    descr = property(lambda self: st.DESCR_ID, doc="``[descr]``.")
-    python = property(lambda self: st.PYTHON_ID, doc="``[python]``.")
-    eoc = property(lambda self: st.EOC_ID, doc="``[eoc]``.")
-    sos = property(lambda self: st.SOS_ID, doc="``[sos]``.")
-    new_line = property(lambda self: st.NEW_LINE_ID, doc="``[new_line]``.")
-    indent = property(lambda self: st.INDENT_ID, doc="``[indent]``.")
-    dedent = property(lambda self: st.DEDENT_ID, doc="``[dedent]``.")
-
-    @property
-    def special_ids(self) -> dict[str, int]:
-        """Every special piece and its id (:data:`megatron_t2c.mrpt.special_tokens.IDS`)."""
-        return dict(st.IDS)
-
     # -- encoding and decoding -------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
         """Encode text; marker text (``[descr]``, ``[python]``, ...) becomes the markers' ids."""
@@ -254,89 +231,9 @@ class T2CTokenizerCore:
         """The piece of one id."""
         return self._sp.id_to_piece(int(token_id))
 
-    def encode_text(self, text: str) -> list[int]:
-        """Encode text as text: marker text inside it never gives a format-marker id.
-
-        Whitespace markers (``[new_line] [indent] [dedent]``) still give their ids: in code they are
-        structure.  Format-marker text is cut after its ``[`` and the two sides encoded separately, so it
-        becomes ordinary pieces that still decode to the same characters.
-        """
-        if "[" not in text or not _MARKER_TEXT.search(text):
-            return self.tokenize(text)
-        ids: list[int] = []
-        start = 0
-        for match in _MARKER_TEXT.finditer(text):
-            cut = match.start() + 1
-            ids += self.tokenize(text[start:cut])
-            start = cut
-        ids += self.tokenize(text[start:])
-        return ids
-
-    def encode_sample(self, segments: Sequence[Segment]) -> list[int]:
-        """Encode a format sample: marker segments as their ids, text segments as text.
-
-        The ids decode to :func:`megatron_t2c.mrpt.formats.sample_text` of the segments.  Text between two
-        markers is encoded together with the single spaces that separate it from them, exactly as in
-        the joined sample, so a sample without marker text inside gets the same ids as
-        ``tokenize(sample_text(segments))``.
-        """
-        ids: list[int] = []
-        buffer: list[str] = []
-        first = True
-        for seg in segments:
-            if not seg.text:
-                continue
-            if not first:
-                buffer.append(" ")
-            first = False
-            if seg.is_marker:
-                if buffer:
-                    ids += self.encode_text("".join(buffer))
-                    buffer.clear()
-                ids.append(st.IDS[seg.text])
-            else:
-                buffer.append(seg.text)
-        if buffer:
-            ids += self.encode_text("".join(buffer))
-        return ids
-
-    def encode_samples(self, samples: Sequence[Sequence[Segment]]) -> list[np.ndarray]:
-        """Encode many samples at once; int32 arrays, one per sample (see :meth:`encode_samples_flat`)."""
-        tokens, lengths = self.encode_samples_flat(samples)
-        return np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
-
-    def encode_samples_flat(self, samples: Sequence[Sequence[Segment]]) -> tuple[np.ndarray, np.ndarray]:
-        """Encode many samples at once: all their ids in a row (int32) and each one's length (int64).
-
-        Same ids as :meth:`encode_sample` on each, much faster: samples whose text holds no marker text
-        and no ``▁`` (all but a few) are encoded as their joined text by :meth:`encode_batch_flat`.  Text
-        that is not valid Unicode (lone surrogates) makes SentencePiece raise (``TypeError`` or
-        ``RuntimeError``).
-        """
-        careful: dict[int, list[int]] = {}
-        batch: list[str] = []
-        for i, segments in enumerate(samples):
-            for seg in segments:
-                if not seg.is_marker and (_SPACE_MARK in seg.text or "[" in seg.text
-                                          and _MARKER_TEXT.search(seg.text)):
-                    careful[i] = self.encode_sample(segments)
-                    break
-            else:
-                batch.append(sample_text(segments))
-        tokens, lengths = self.encode_batch_flat(batch)
-        if not careful:
-            return tokens, lengths
-        parts = np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
-        rows, fast = [], iter(parts)
-        for i in range(len(samples)):
-            rows.append(np.asarray(careful[i], dtype=np.int32) if i in careful else next(fast))
-        return (np.concatenate(rows).astype(np.int32, copy=False),
-                np.fromiter(map(len, rows), dtype=np.int64, count=len(rows)))
-
-    def encode_batch(self, texts: list[str]) -> list[np.ndarray]:
-        """``tokenize`` of many texts as int32 arrays, one per text (see :meth:`encode_batch_flat`)."""
-        tokens, lengths = self.encode_batch_flat(texts)
-        return np.split(tokens, np.cumsum(lengths)[:-1]) if len(lengths) else []
+    def needs_care(self, text: str) -> bool:
+        """Marker text, or a literal ``▁`` (written as byte pieces, which batched encoding does not do)."""
+        return _SPACE_MARK in text or super().needs_care(text)
 
     def encode_batch_flat(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """``tokenize`` of many texts: all ids in a row (int32) and each text's length (int64).
