@@ -247,18 +247,42 @@ def dataset(tmp_path_factory, bpe) -> str:
     return prefix
 
 
+def _mrpt_args(ckpt: str, dataset: str, out: Path, separation: str, **more) -> list[str]:
+    # no --tokenizer-model and no architecture flags: both come from the imported checkpoint
+    return to_flags({"cpu": True, "init_from": ckpt, "data_path": dataset, "format": FMT, "stage": "mrpt",
+                     "objective": "code", "separation": separation, "train_iters": 5, "micro_batch_size": 2,
+                     "global_batch_size": 2, "lr": 1e-3, "log_interval": 1, "save": str(out / "ckpt"),
+                     "save_interval": 5, "data_cache_path": str(out / "cache"), "log_jsonl": str(out / "log.jsonl"),
+                     **more})
+
+
 def _mrpt(ckpt: str, dataset: str, out: Path, separation: str) -> str:
     from megatron_t2c.training.config import parse_run_config
     from megatron_t2c.training.loop import pretrain
 
-    # no --tokenizer-model and no architecture flags: both come from the imported checkpoint
-    args = to_flags({"cpu": True, "init_from": ckpt, "data_path": dataset, "format": FMT, "stage": "mrpt",
-                     "objective": "code", "separation": separation, "train_iters": 5, "micro_batch_size": 2,
-                     "global_batch_size": 2, "lr": 1e-3, "log_interval": 1, "save": str(out / "ckpt"),
-                     "save_interval": 5, "data_cache_path": str(out / "cache"), "log_jsonl": str(out / "log.jsonl")})
-    result = pretrain(parse_run_config(args))
+    result = pretrain(parse_run_config(_mrpt_args(ckpt, dataset, out, separation)))
     assert result["iteration"] == 5
     return str(out / "ckpt")
+
+
+def _body_mrpt(args: list[str]) -> None:
+    from megatron_t2c.training.config import parse_run_config
+    from megatron_t2c.training.loop import pretrain
+
+    assert pretrain(parse_run_config(args))["iteration"] == 5
+
+
+@pytest.mark.parametrize("layout", [{"tensor_model_parallel_size": 2}, {"pipeline_model_parallel_size": 2}],
+                         ids=["tp2", "pp2"])
+def test_mrpt_starts_from_an_import_at_tp2_and_pp2(backbones, dataset, layout, tmp_path):
+    from megatron_t2c.training.checkpointing import read_run_info
+
+    _, ckpt = backbones["gpt_neo"]
+    args = _mrpt_args(ckpt, dataset, tmp_path, "partial", hidden_dropout=0.0, attention_dropout=0.0, **layout)
+    run_with_torchrun(__file__, "_body_mrpt", nproc=2, timeout=240, kwargs={"args": args})
+    info = read_run_info(str(tmp_path / "ckpt"))
+    assert info["iteration"] == 5 and info["architecture"] == read_run_info(ckpt)["architecture"]
+    assert info["parallel"]["tensor_model_parallel_size"] == layout.get("tensor_model_parallel_size", 1)
 
 
 def _greedy_engine(checkpoint: str, prompts: list[list[int]], steps: int) -> list[list[int]]:
