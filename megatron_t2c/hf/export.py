@@ -302,7 +302,7 @@ def write_hf_tokenizer(output: str, tokenizer, seq_length: int, markers: Optiona
     if markers is None:  # the canonical files (and the map's record), then transformers' own files over them
         tokenizer.save(output)
         backend = Tokenizer.from_file(os.path.join(output, "tokenizer.json"))
-        specials = {"eos_token": st.EOC}
+        specials = {"eos_token": st.EOC, "pad_token": st.EOC}  # left padding for batches (masked anyway)
     else:
         backend = Tokenizer.from_str(tokenizer.hf_tokenizer_json(markers))
         specials.setdefault("eos_token", st.EOC)
