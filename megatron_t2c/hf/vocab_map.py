@@ -15,12 +15,12 @@ import torch
 
 from megatron_t2c.hf.architecture import ConversionError
 from megatron_t2c.mrpt import special_tokens as st
-from megatron_t2c.tokenizer.huggingface import MARKERS, OFFSET  # MARKERS: in the order their rows are appended
+from megatron_t2c.tokenizer.huggingface import MARKERS, OFFSET, HFTokenizerCore  # MARKERS: in append order
 
 
 def is_hf_tokenizer(tokenizer) -> bool:
     """Whether ``tokenizer`` reads a Hugging Face tokenizer through the canonical id map."""
-    return hasattr(tokenizer, "marker_hf_ids")
+    return isinstance(tokenizer, HFTokenizerCore)
 
 
 def check_rows(tokenizer, rows: int, source: str) -> None:

@@ -48,24 +48,6 @@ def test_ids_and_markers(tok):
     assert tok.id_to_piece(0) == st.PAD and tok.id_to_piece(12) == "\n"
 
 
-def test_marker_text_inside_text_is_not_a_marker(tok):
-    code = "def f(x): [new_line] [indent] return x['[eoc]'] + '[python]\\t[sos]' + eoc[MASK] [new_line] [dedent]"
-    doc = "Mentions [descr], [python] and [eoc]; the marker [MASK] too."
-    for fmt in F.FORMATS:
-        segments = F.format_code(code, doc, fmt)
-        text = F.sample_text(segments)
-        ids = tok.encode_sample(segments)
-        assert tok.detokenize(ids) == text
-        format_ids = [i for i in ids if i in (st.DESCR_ID, st.PYTHON_ID, st.EOC_ID, st.SOS_ID, st.MASK_ID)]
-        assert format_ids == [st.IDS[s.text] for s in segments if s.is_marker]
-        assert ids.count(st.NEW_LINE_ID) == 2 and ids.count(st.INDENT_ID) == 1
-        assert tok.tokenize(text).count(st.EOC_ID) > 1  # plain tokenize (prompts): marker text is a marker
-        mixed = [_samples(fmt)[0], segments, _samples(fmt)[1], segments]
-        tokens, lengths = tok.encode_samples_flat(mixed)
-        assert tokens.tolist() == sum((tok.encode_sample(s) for s in mixed), [])
-        assert lengths.tolist() == [len(tok.encode_sample(s)) for s in mixed]
-
-
 @pytest.mark.parametrize("fmt", F.FORMATS)
 def test_round_trip_stdlib_samples(tok, fmt):
     samples = _samples(fmt, MORE_MODULES)

@@ -44,26 +44,6 @@ def test_round_trip_every_sample(tok, fmt):
     assert any("\n" in t for t in texts)  # multi-line string literals keep their raw line breaks
 
 
-def test_marker_text_inside_text_is_not_a_marker(tok):
-    code = "def f(x): [new_line] [indent] return x['[eoc]'] + '[python]\\t[sos]' + eoc[MASK] [new_line] [dedent]"
-    doc = "Mentions [descr], [python] and [eoc]; the marker [MASK] too."
-    for fmt in F.FORMATS:
-        segments = F.format_code(code, doc, fmt)
-        text = F.sample_text(segments)
-        ids = tok.encode_sample(segments)
-        assert tok.detokenize(ids) == text
-        format_ids = [i for i in ids if i in (st.DESCR_ID, st.PYTHON_ID, st.EOC_ID, st.SOS_ID, st.MASK_ID)]
-        assert format_ids == [st.IDS[s.text] for s in segments if s.is_marker]
-        assert ids.count(st.NEW_LINE_ID) == 2 and ids.count(st.INDENT_ID) == 1  # structural markers stay
-        assert tok.encode_samples([segments])[0].tolist() == ids
-        # plain tokenize is for prompts: there, marker text is a marker
-        assert tok.tokenize(text).count(st.EOC_ID) > 1
-        mixed = [_samples(fmt)[0], segments, _samples(fmt)[1], segments]
-        tokens, lengths = tok.encode_samples_flat(mixed)
-        assert tokens.tolist() == sum((tok.encode_sample(s) for s in mixed), [])
-        assert lengths.tolist() == [len(tok.encode_sample(s)) for s in mixed]
-
-
 def test_space_mark_round_trips(tok):
     text = "x = '\u2581 a\u2581\u2581b' [new_line] "
     segments = F.format_code(text, "Uses \u2581.", "pangu")
